@@ -1,0 +1,55 @@
+"""Domain errors. A `UserError`'s message is a finished sentence the bot shows to the user as an ephemeral reply;
+the command tree's error handler turns it into one, and logs anything else with a traceback."""
+
+import math
+
+
+class UserError(Exception):
+    """A refusal or failure whose message is a sentence shown to the Discord user (ephemeral)."""
+
+
+class RateLimited(UserError):
+    """The user made `limit` requests in this channel within the rolling hour; a slot frees at `retry_at` (unix time)."""
+
+    def __init__(self, limit: int, retry_at: float):
+        self.limit = limit
+        self.retry_at = retry_at
+        requests = "request" if limit == 1 else "requests"
+        # <t:...:R> renders as "in 12 minutes"; rounded up so it never says "now" a moment too early.
+        super().__init__(
+            f"You've used your {limit} {requests} per hour in this channel. Try again <t:{math.ceil(retry_at)}:R>."
+        )
+
+
+class TooManyQueued(UserError):
+    """The user already has `limit` jobs waiting (queued, not yet running) in this channel."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        jobs = "job" if limit == 1 else "jobs"
+        super().__init__(
+            f"You already have {limit} {jobs} waiting in this channel; wait for one to finish or /cancel one."
+        )
+
+
+class ImagesGone(UserError):
+    """The images of a job were pruned (kept `days` days) or are missing from disk (`days` is None)."""
+
+    def __init__(self, days: float | None = None):
+        self.days = days
+        if days is None:
+            super().__init__("The images of this job are no longer available; run /imagine again.")
+        else:
+            super().__init__(f"The images of this job were cleaned up after {days:g} days; run /imagine again.")
+
+
+class JobNotFound(UserError):
+    """No job has the id `job_id`."""
+
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+        super().__init__(f"I can't find job #{job_id}.")
+
+
+class InvalidLimit(UserError, ValueError):
+    """A moderator named an unknown limit or gave it a value of the wrong type or range; the message says which."""
