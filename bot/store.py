@@ -1,0 +1,720 @@
+"""The SQLite store: the job queue and history, moderator limits, banned words, and image files on disk.
+
+Every write is one `BEGIN IMMEDIATE` transaction, so two Store objects (two processes) on the same file never
+over-admit; one Store serialises its own transactions with an asyncio.Lock because it has one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import aiosqlite
+
+from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+JOB_KINDS = ("imagine", "reroll", "variation", "upscale")
+WINDOW_S = 3600.0  # the rolling hour of Limits.jobs_per_hour
+BUSY_TIMEOUT_MS = 10_000
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer version of the bot than this one."""
+
+
+class MigrationError(RuntimeError):
+    """A migration file is malformed or failed; the database is left at the last good version."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    enabled: bool = True  # bot enabled in the channel
+    jobs_per_hour: int = 10  # jobs per user per rolling hour, per channel
+    max_queued: int = 2  # max queued (not yet running) jobs per user, per channel
+    max_steps: int = 50
+    max_side: int = 1024  # max image side in px
+    nsfw_allowed: bool = False  # only honoured in age-restricted channels (the bot decides)
+
+
+LIMIT_KEYS = ("enabled", "jobs_per_hour", "max_queued", "max_steps", "max_side", "nsfw_allowed")
+# Accepted ranges of the integer limits, inclusive.
+LIMIT_RANGES = {"jobs_per_hour": (1, 1000), "max_queued": (1, 100), "max_steps": (1, 150), "max_side": (64, 4096)}
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    status: str  # queued|running|done|failed|cancelled
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    recipe: dict  # prompt, negative_prompt, width, height, steps, guidance, seeds, strength, source image index...
+    parent_id: int | None  # job whose image this one uses (buttons)
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    message_id: int | None  # the Discord message that shows this job
+    interaction_token: str | None = field(repr=False)  # edits the original response while valid (15 min)
+    token_expires_at: float | None
+    result: dict | None  # from finish_job: seeds, nsfw flags, elapsed, model...
+    image_count: int  # images kept on disk for this job (0 if none or pruned)
+    images_pruned: bool
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["recipe"] = json.loads(values["recipe"])
+        values["result"] = None if values["result"] is None else json.loads(values["result"])
+        values["images_pruned"] = bool(values["images_pruned"])
+        return cls(**values)
+
+
+async def connect(path: str | Path) -> aiosqlite.Connection:
+    """Open a connection the way every connection to the store is opened: autocommit (we BEGIN ourselves), WAL."""
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        db.row_factory = sqlite3.Row
+        # First, so that switching to WAL waits for another process instead of failing.
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        (mode,) = (await db.execute_fetchall("PRAGMA journal_mode = WAL"))[0]
+        if mode.lower() != "wal":
+            log.warning("SQLite refused WAL for %s (journal_mode=%s); concurrent access will be slower", path, mode)
+        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
+
+
+async def _begin_immediate(db: aiosqlite.Connection) -> None:
+    """BEGIN IMMEDIATE, retried if another connection holds the write lock past busy_timeout."""
+    for attempt in range(1, 21):
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if not _is_busy(e) or attempt == 20:
+                raise
+            log.warning("database busy for %d ms, retrying BEGIN IMMEDIATE (attempt %d)", BUSY_TIMEOUT_MS, attempt)
+            await asyncio.sleep(0.05 * attempt)
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    try:
+        await db.execute("ROLLBACK")
+    except sqlite3.OperationalError:  # no transaction was open (BEGIN itself failed)
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Migrations
+
+
+def _read_migrations(migrations_dir: Path) -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) of every NNNN_name.sql, checked to be numbered 1, 2, 3... with a header comment."""
+    found = []
+    for path in sorted(migrations_dir.glob("*.sql")):
+        match = re.fullmatch(r"(\d+)_\w+\.sql", path.name)
+        if not match:
+            raise MigrationError(f"{path}: migration files are named like 0003_what_it_does.sql")
+        sql = path.read_text(encoding="utf-8")
+        if not sql.startswith("--"):
+            raise MigrationError(f"{path}: the first line must be a '-- why' comment")
+        found.append((int(match.group(1)), path.name, sql))
+    for expected, (version, name, _) in enumerate(found, start=1):
+        if version != expected:
+            raise MigrationError(f"{migrations_dir}: expected migration {expected:04d}, found {name}")
+    return found
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a script into statements (a ';' inside a string or a trigger body does not end one)."""
+    statements, pending = [], ""
+    for piece in sql.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    # What follows the last ';' is blank or comments.
+    return [s for s in statements if s.strip(";").strip()]
+
+
+def _too_new(path: Path, current: int, known: int) -> SchemaTooNew:
+    return SchemaTooNew(
+        f"{path.name} is at schema version {current} but this bot only knows up to {known}; "
+        "upgrade the bot or restore a backup"
+    )
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path, migrations_dir: Path) -> int:
+    """Apply the migrations the database lacks, each in its own transaction; returns the resulting version."""
+    migrations = _read_migrations(migrations_dir)
+    known = len(migrations)
+    (current,) = (await db.execute_fetchall("PRAGMA user_version"))[0]
+    if current > known:
+        raise _too_new(path, current, known)
+    for version, name, sql in migrations[current:]:
+        await _begin_immediate(db)
+        try:
+            # Again inside the write transaction: another process may have migrated the file meanwhile.
+            (current,) = (await db.execute_fetchall("PRAGMA user_version"))[0]
+            if current > known:
+                raise _too_new(path, current, known)
+            if current >= version:
+                await db.execute("ROLLBACK")
+                continue
+            for statement in _statements(sql):
+                await db.execute(statement)
+            # user_version lives in the database header, so it commits (or rolls back) with the migration.
+            await db.execute(f"PRAGMA user_version = {version:d}")
+            await db.execute("COMMIT")
+        except sqlite3.Error as e:
+            await _rollback(db)
+            raise MigrationError(
+                f"migration {name} failed on {path.name}: {e}; the database was left at version {version - 1}"
+            ) from e
+        except BaseException:
+            await _rollback(db)
+            raise
+        log.info("applied migration %s to %s", name, path.name)
+        current = version
+    return current
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fair queue order, shared by claim_next, queue_position, user_jobs and recover so that they always agree.
+#
+# Jobs interrupted by a restart (queued, with a start_seq) come first, in the order they first started. Then a
+# user's n-th waiting job sits in round n; within a round users go by their last turn (never ran = 0, first), ties
+# by their oldest waiting job. Claiming a job moves its user to the back of every later round, which is exactly
+# round-robin, so the position computed now is the order in which claim_next will hand the jobs out.
+_QUEUE = """
+WITH waiting AS (
+    SELECT id, user_id, start_seq FROM jobs WHERE status = 'queued'
+),
+interrupted AS (
+    SELECT id, ROW_NUMBER() OVER (ORDER BY start_seq) AS position FROM waiting WHERE start_seq IS NOT NULL
+),
+fresh AS (
+    SELECT id, user_id, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY id) AS nth
+    FROM waiting WHERE start_seq IS NULL
+),
+users AS (
+    SELECT user_id, MIN(id) AS first_id,
+           (SELECT COALESCE(MAX(start_seq), 0) FROM jobs AS ran WHERE ran.user_id = fresh.user_id) AS last_turn
+    FROM fresh GROUP BY user_id
+),
+queue AS (
+    SELECT id, position FROM interrupted
+    UNION ALL
+    SELECT fresh.id,
+           (SELECT COUNT(*) FROM interrupted)
+           + ROW_NUMBER() OVER (ORDER BY fresh.nth, users.last_turn, users.first_id) AS position
+    FROM fresh JOIN users USING (user_id)
+)
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Limits
+
+
+def _parse_limit(key: str, value: object) -> bool | int:
+    """Validate a moderator's value for `key` (a bool/int, or the text of one) and return it typed."""
+    if key not in LIMIT_KEYS:
+        raise InvalidLimit(f"There is no limit called '{key}'; the limits are: {', '.join(LIMIT_KEYS)}.")
+    if isinstance(Limits.__dataclass_fields__[key].default, bool):
+        if isinstance(value, bool):
+            return value
+        words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+        if isinstance(value, str) and value.strip().lower() in words:
+            return words[value.strip().lower()]
+        raise InvalidLimit(f"'{key}' is on or off (true/false), got '{value}'.")
+    low, high = LIMIT_RANGES[key]
+    try:
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        number = int(value.strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise InvalidLimit(f"'{key}' must be a whole number from {low} to {high}, got '{value}'.") from None
+    if not low <= number <= high:
+        raise InvalidLimit(f"'{key}' must be from {low} to {high}, got {number}.")
+    return number
+
+
+def _normalise_word(word: str) -> str:
+    normalised = " ".join(word.split()).lower()
+    if not normalised:
+        raise UserError("A banned word can't be empty.")
+    if len(normalised) > 100:
+        raise UserError("A banned word can be at most 100 characters long.")
+    return normalised
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Store:
+    """The bot's database. Open with `await Store.open(path)`, close with `await store.close()`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, images_dir: Path):
+        self._db = db
+        self.path = path
+        self.images_dir = images_dir
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, images_dir: str | Path | None = None, migrations_dir: str | Path | None = None
+    ) -> Store:
+        """Open (creating if needed) the database at `path` and bring its schema up to date.
+
+        Images go to `images_dir`, by default `<db folder>/images`. `migrations_dir` is for tests.
+        Raises SchemaTooNew if the database was written by a newer bot, MigrationError if a migration fails.
+        """
+        path = Path(path)
+        images_dir = Path(images_dir) if images_dir is not None else path.parent / "images"
+        db = await connect(path)
+        try:
+            version = await _migrate(db, path, Path(migrations_dir) if migrations_dir else MIGRATIONS_DIR)
+        except BaseException:
+            await db.close()
+            raise
+        log.info("opened %s (schema version %d), images in %s", path, version, images_dir)
+        return cls(db, path, images_dir)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back if the body raises (or is cancelled)."""
+        async with self._lock:
+            try:
+                await _begin_immediate(self._db)
+                yield self._db
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await _rollback(self._db)
+                raise
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Reads share the one connection, so they wait for a write transaction of this Store to finish."""
+        async with self._lock:
+            yield self._db
+
+    # --- jobs ------------------------------------------------------------------------------------------------
+
+    async def admit(
+        self,
+        *,
+        kind: str,
+        user_id: int,
+        guild_id: int | None,
+        channel_id: int,
+        recipe: dict,
+        limits: Limits,
+        parent_id: int | None = None,
+        interaction_token: str | None = None,
+        token_expires_at: float | None = None,
+        now: float | None = None,
+    ) -> Job:
+        """Queue a job unless the user is over the channel's limits (RateLimited, TooManyQueued, UserError)."""
+        if kind not in JOB_KINDS:
+            raise ValueError(f"job kind must be one of {JOB_KINDS}, got {kind!r}")
+        if not limits.enabled or limits.jobs_per_hour < 1:
+            raise UserError("Image generation is turned off in this channel.")
+        now = time.time() if now is None else now
+        recipe_json = json.dumps(recipe)
+        async with self._write() as db:
+            # Both counts and, for the refusal, the creation time of the job whose ageing-out frees a slot
+            # (the jobs_per_hour-th newest in the window), in one round trip.
+            window = {"user": user_id, "channel": channel_id, "since": now - WINDOW_S}
+            [(recent, oldest_that_counts, queued)] = await db.execute_fetchall(
+                """
+                SELECT
+                    (SELECT COUNT(*) FROM jobs
+                      WHERE user_id = :user AND channel_id = :channel AND created_at > :since AND status != 'failed'),
+                    (SELECT created_at FROM jobs
+                      WHERE user_id = :user AND channel_id = :channel AND created_at > :since AND status != 'failed'
+                      ORDER BY created_at DESC LIMIT 1 OFFSET :skip),
+                    (SELECT COUNT(*) FROM jobs WHERE user_id = :user AND channel_id = :channel AND status = 'queued')
+                """,
+                {**window, "skip": limits.jobs_per_hour - 1},
+            )
+            if recent >= limits.jobs_per_hour:
+                # A job counts while created_at > now - 1h, so it stops counting exactly at created_at + 1h.
+                raise RateLimited(limits.jobs_per_hour, oldest_that_counts + WINDOW_S)
+            if queued >= limits.max_queued:
+                raise TooManyQueued(limits.max_queued)
+            try:
+                [row] = await db.execute_fetchall(
+                    """
+                    INSERT INTO jobs (kind, status, user_id, guild_id, channel_id, recipe, parent_id, created_at,
+                                      interaction_token, token_expires_at)
+                    VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
+                    RETURNING *
+                    """,
+                    (kind, user_id, guild_id, channel_id, recipe_json, parent_id, now,
+                     interaction_token, token_expires_at),
+                )
+            except sqlite3.IntegrityError:
+                if parent_id is not None:  # the only foreign key
+                    raise JobNotFound(parent_id) from None
+                raise
+        return Job.from_row(row)
+
+    async def claim_next(self, now: float | None = None) -> Job | None:
+        """Mark the next job in fair order as running and return it; None if nothing is queued."""
+        now = time.time() if now is None else now
+        async with self._write() as db:
+            rows = await db.execute_fetchall(
+                _QUEUE
+                + """
+                UPDATE jobs
+                   SET status = 'running', started_at = :now,
+                       start_seq = (SELECT COALESCE(MAX(start_seq), 0) + 1 FROM jobs)
+                 WHERE id = (SELECT id FROM queue ORDER BY position LIMIT 1)
+                RETURNING *
+                """,
+                {"now": now},
+            )
+        if not rows:
+            return None
+        job = Job.from_row(rows[0])
+        log.info("job %d (%s, user %d) started", job.id, job.kind, job.user_id)
+        return job
+
+    async def get_job(self, job_id: int) -> Job | None:
+        async with self._read() as db:
+            rows = await db.execute_fetchall("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(rows[0]) if rows else None
+
+    async def _get_job_or_raise(self, db: aiosqlite.Connection, job_id: int) -> Job:
+        rows = await db.execute_fetchall("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise JobNotFound(job_id)
+        return Job.from_row(rows[0])
+
+    async def set_message(self, job_id: int, message_id: int) -> None:
+        """Remember the Discord message that shows the job. Raises JobNotFound."""
+        async with self._write() as db:
+            cursor = await db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+            if cursor.rowcount == 0:
+                raise JobNotFound(job_id)
+
+    async def set_interaction(self, job_id: int, token: str | None, expires_at: float | None) -> None:
+        """Remember (or forget, with None) the interaction token that can edit the job's message. Raises JobNotFound."""
+        async with self._write() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET interaction_token = ?, token_expires_at = ? WHERE id = ?", (token, expires_at, job_id)
+            )
+            if cursor.rowcount == 0:
+                raise JobNotFound(job_id)
+
+    def _job_dir(self, job_id: int) -> Path:
+        return self.images_dir / str(int(job_id))
+
+    async def finish_job(
+        self, job_id: int, *, images: Sequence[bytes], grid: bytes | None, result: dict, now: float | None = None
+    ) -> Job:
+        """Write the job's PNGs and mark it done. A job that is no longer running (cancelled meanwhile) is returned
+        unchanged and its images are not kept; the caller can tell by `job.status`. Raises JobNotFound."""
+        now = time.time() if now is None else now
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.status != "running":
+            log.info("job %d finished but is %s; dropping its images", job_id, job.status)
+            return job
+        job_dir = self._job_dir(job_id)
+        files = {f"{index}.png": png for index, png in enumerate(images, start=1)}
+        if grid is not None:
+            files["grid.png"] = grid
+        await asyncio.to_thread(_write_files, job_dir, files)
+        async with self._write() as db:
+            rows = await db.execute_fetchall(
+                """
+                UPDATE jobs SET status = 'done', finished_at = ?, result = ?, image_count = ?, error = NULL
+                 WHERE id = ? AND status = 'running'
+                RETURNING *
+                """,
+                (now, json.dumps(result), len(images), job_id),
+            )
+            if not rows:
+                job = await self._get_job_or_raise(db, job_id)
+        if not rows:  # cancelled between our check and the update
+            if job.status != "done":
+                await asyncio.to_thread(shutil.rmtree, job_dir, True)
+            return job
+        job = Job.from_row(rows[0])
+        log.info("job %d done in %.1f s", job.id, now - (job.started_at or now))
+        return job
+
+    async def fail_job(self, job_id: int, error: str, now: float | None = None) -> Job:
+        """Mark a queued or running job failed (it then stops counting against the hourly limit). A job already
+        finished or cancelled is returned unchanged. Raises JobNotFound."""
+        now = time.time() if now is None else now
+        async with self._write() as db:
+            rows = await db.execute_fetchall(
+                """
+                UPDATE jobs SET status = 'failed', finished_at = ?, error = ?
+                 WHERE id = ? AND status IN ('queued', 'running')
+                RETURNING *
+                """,
+                (now, error, job_id),
+            )
+            job = Job.from_row(rows[0]) if rows else await self._get_job_or_raise(db, job_id)
+        if rows:
+            log.info("job %d failed: %s", job_id, error)
+        return job
+
+    async def cancel_job(self, job_id: int, now: float | None = None) -> Job | None:
+        """Cancel a queued or running job and return it; None if there is no such job or it already ended."""
+        now = time.time() if now is None else now
+        async with self._write() as db:
+            rows = await db.execute_fetchall(
+                """
+                UPDATE jobs SET status = 'cancelled', finished_at = ?
+                 WHERE id = ? AND status IN ('queued', 'running')
+                RETURNING *
+                """,
+                (now, job_id),
+            )
+        if not rows:
+            return None
+        log.info("job %d cancelled", job_id)
+        return Job.from_row(rows[0])
+
+    async def recover(self, now: float | None = None) -> list[Job]:
+        """At start-up: put jobs left running by a crash back in the queue, ahead of everything (in the order they
+        first started), and return every queued job in queue order so the bot can re-attach their messages."""
+        async with self._write() as db:
+            running = await db.execute_fetchall("SELECT id FROM jobs WHERE status = 'running' ORDER BY start_seq")
+            if running:
+                # Fresh turn numbers after every other: they run first, and their users go to the back afterwards,
+                # as if those turns had just been taken (see _QUEUE).
+                [(last_turn,)] = await db.execute_fetchall("SELECT COALESCE(MAX(start_seq), 0) FROM jobs")
+                await db.executemany(
+                    "UPDATE jobs SET status = 'queued', started_at = NULL, start_seq = ? WHERE id = ?",
+                    [(last_turn + n, job_id) for n, (job_id,) in enumerate(running, start=1)],
+                )
+                log.warning("requeued %d job(s) interrupted by a restart: %s", len(running), [job_id for (job_id,) in running])
+            rows = await db.execute_fetchall(
+                _QUEUE + "SELECT jobs.* FROM queue JOIN jobs USING (id) ORDER BY queue.position"
+            )
+        return [Job.from_row(row) for row in rows]
+
+    async def unfinished_jobs(self) -> list[Job]:
+        """Queued and running jobs, oldest first."""
+        async with self._read() as db:
+            rows = await db.execute_fetchall("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
+        return [Job.from_row(row) for row in rows]
+
+    async def queue_position(self, job_id: int) -> int | None:
+        """1 if the job runs next, 2 after that...; 0 if it is running; None if it is neither queued nor running."""
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                _QUEUE
+                + """
+                SELECT CASE status WHEN 'running' THEN 0
+                                   WHEN 'queued' THEN (SELECT position FROM queue WHERE queue.id = jobs.id) END
+                  FROM jobs WHERE id = ?
+                """,
+                (job_id,),
+            )
+        return rows[0][0] if rows else None
+
+    async def user_jobs(self, user_id: int, guild_id: int | None) -> list[tuple[Job, int]]:
+        """The user's running (position 0) and queued jobs in this server (or in DMs for None), in run order."""
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                _QUEUE
+                + """
+                SELECT jobs.*, CASE jobs.status WHEN 'running' THEN 0 ELSE queue.position END AS position
+                  FROM jobs LEFT JOIN queue USING (id)
+                 WHERE jobs.user_id = ? AND jobs.guild_id IS ? AND jobs.status IN ('queued', 'running')
+                 ORDER BY position, jobs.id
+                """,
+                (user_id, guild_id),
+            )
+        return [(Job.from_row(row), row["position"]) for row in rows]
+
+    # --- images ----------------------------------------------------------------------------------------------
+
+    async def _read_image(self, job_id: int, name: str) -> bytes:
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.images_pruned:
+            raise ImagesGone(await self._kept_days())
+        if job.status != "done":
+            raise UserError(f"Job #{job_id} has no images; it is {job.status}.")
+        try:
+            return await asyncio.to_thread((self._job_dir(job_id) / name).read_bytes)
+        except FileNotFoundError:
+            log.warning("job %d: %s is missing from %s", job_id, name, self._job_dir(job_id))
+            raise ImagesGone() from None
+
+    async def image(self, job_id: int, index: int) -> bytes:
+        """PNG bytes of image `index` (1..n) of a finished job. Raises JobNotFound, ImagesGone, or ValueError if
+        the job has no image with that index."""
+        job = await self.get_job(job_id)
+        if job is not None and job.status == "done" and not job.images_pruned and not 1 <= index <= job.image_count:
+            raise ValueError(f"job {job_id} has images 1..{job.image_count}, not {index}")
+        return await self._read_image(job_id, f"{int(index)}.png")
+
+    async def grid(self, job_id: int) -> bytes:
+        """PNG bytes of the job's grid. Raises JobNotFound, ImagesGone."""
+        return await self._read_image(job_id, "grid.png")
+
+    async def _kept_days(self) -> float | None:
+        value = await self.get_meta("store.images_kept_days")
+        return None if value is None else float(value)
+
+    async def prune_images(self, older_than_days: float, now: float | None = None) -> int:
+        """Delete the image files of jobs finished more than `older_than_days` ago and mark them pruned; returns how
+        many jobs lost their images. Files go first, so a crash half-way leaves nothing on disk unaccounted for."""
+        now = time.time() if now is None else now
+        cutoff = now - older_than_days * 86400
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT id FROM jobs WHERE image_count > 0 AND finished_at < ? ORDER BY id", (cutoff,)
+            )
+        job_ids = [job_id for (job_id,) in rows]
+        for job_id in job_ids:
+            await asyncio.to_thread(shutil.rmtree, self._job_dir(job_id), True)
+        async with self._write() as db:
+            await db.executemany(
+                "UPDATE jobs SET image_count = 0, images_pruned = 1 WHERE id = ?", [(job_id,) for job_id in job_ids]
+            )
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES ('store.images_kept_days', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"{older_than_days:g}",),
+            )
+        if job_ids:
+            log.info("pruned the images of %d job(s) finished over %g days ago", len(job_ids), older_than_days)
+        return len(job_ids)
+
+    # --- limits ----------------------------------------------------------------------------------------------
+
+    async def limit_overrides(self, guild_id: int | None, channel_id: int) -> dict[str, tuple[object, str]]:
+        """Every limit's effective value and where it comes from: "channel", "server" or "default"."""
+        effective: dict[str, tuple[object, str]] = {key: (getattr(Limits(), key), "default") for key in LIMIT_KEYS}
+        if guild_id is None:
+            return effective
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                # Server rows (channel_id 0) first, so the channel's own rows win.
+                "SELECT channel_id, key, value FROM limits WHERE guild_id = ? AND channel_id IN (0, ?) "
+                "ORDER BY channel_id = 0 DESC",
+                (guild_id, channel_id),
+            )
+        for row in rows:
+            effective[row["key"]] = (json.loads(row["value"]), "server" if row["channel_id"] == 0 else "channel")
+        return effective
+
+    async def limits_for(self, guild_id: int | None, channel_id: int) -> Limits:
+        """Built-in defaults, overridden by the server's defaults, overridden by the channel's own settings."""
+        overrides = await self.limit_overrides(guild_id, channel_id)
+        return Limits(**{key: value for key, (value, _source) in overrides.items()})
+
+    async def set_limit(self, guild_id: int, channel_id: int | None, key: str, value: object) -> None:
+        """Set a limit for a channel, or the server default with channel_id None. Raises InvalidLimit (a UserError
+        and a ValueError) with a readable sentence for an unknown key or a bad value."""
+        typed = _parse_limit(key, value)
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO limits (guild_id, channel_id, key, value) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (guild_id, channel_id, key) DO UPDATE SET value = excluded.value",
+                (guild_id, channel_id or 0, key, json.dumps(typed)),
+            )
+
+    async def reset_limits(self, guild_id: int, channel_id: int | None, key: str | None = None) -> int:
+        """Remove a channel's (or with None the server's) setting for `key`, or all of them; returns how many."""
+        if key is not None and key not in LIMIT_KEYS:
+            raise InvalidLimit(f"There is no limit called '{key}'; the limits are: {', '.join(LIMIT_KEYS)}.")
+        async with self._write() as db:
+            cursor = await db.execute(
+                "DELETE FROM limits WHERE guild_id = ? AND channel_id = ? AND (? IS NULL OR key = ?)",
+                (guild_id, channel_id or 0, key, key),
+            )
+            return cursor.rowcount
+
+    async def banned_words(self, guild_id: int) -> list[str]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT word FROM banned_words WHERE guild_id = ? ORDER BY word", (guild_id,)
+            )
+        return [word for (word,) in rows]
+
+    async def add_banned_word(self, guild_id: int, word: str) -> bool:
+        """Ban a word (stored lower-case, single-spaced); False if it was already banned. UserError if empty."""
+        word = _normalise_word(word)
+        async with self._write() as db:
+            cursor = await db.execute(
+                "INSERT INTO banned_words (guild_id, word) VALUES (?, ?) ON CONFLICT DO NOTHING", (guild_id, word)
+            )
+            return cursor.rowcount == 1
+
+    async def remove_banned_word(self, guild_id: int, word: str) -> bool:
+        """Unban a word; False if it was not banned."""
+        word = " ".join(word.split()).lower()
+        async with self._write() as db:
+            cursor = await db.execute("DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, word))
+            return cursor.rowcount == 1
+
+    # --- meta ------------------------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self._read() as db:
+            rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Write each file atomically: a reader sees the whole old file or the whole new one, never half of one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        temporary = directory / f".{name}.tmp"
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, directory / name)
