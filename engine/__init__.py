@@ -1,0 +1,19 @@
+"""The GPU side of imagine-bot: a small async API over a diffusers pipeline.
+
+Importing this package does not import torch or diffusers; `Engine.start()` loads them in the worker thread.
+"""
+
+from engine.engine import Engine
+from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Progress, Request, Result
+from engine.settings import EngineSettings
+
+__all__ = [
+    "Engine",
+    "EngineSettings",
+    "JobCancelled",
+    "JobFailed",
+    "ModelDefaults",
+    "Progress",
+    "Request",
+    "Result",
+]

@@ -1,0 +1,115 @@
+"""What crosses the engine boundary: requests in, progress and results out, two exceptions. No torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KINDS = ("imagine", "reroll", "variation", "upscale")
+MAX_SEED = 2**63 - 1  # fits a signed SQLite INTEGER
+
+
+class JobFailed(Exception):
+    """A job could not be done; str(e) is a sentence a Discord user understands."""
+
+
+class JobCancelled(Exception):
+    """A job was cancelled before it finished (while queued, or between two denoising steps)."""
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    steps: int
+    guidance: float
+    size: int  # native side in px, e.g. 512 for SD 1.5, 768 SD 2.x, 1024 SDXL, 512 sd-turbo
+    model: str  # display name (hub id or folder name)
+    scheduler: str  # scheduler class name
+
+
+@dataclass(frozen=True)
+class Request:
+    """One job. Validated when built: a bad value raises ValueError with a sentence that says what to change.
+
+    imagine/reroll: text to image, one image per seed (4 seeds give a 2x2 grid).
+    variation: img2img of init_image (PNG bytes) at `strength`, one image per seed, at init_image's size.
+    upscale: one seed; init_image at 2x its size (Lanczos, then a low-strength detail pass).
+    For variation and upscale, the size comes from init_image; width/height are not used.
+    """
+
+    kind: str
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 25
+    guidance: float = 7.0
+    seeds: tuple[int, ...] = ()
+    init_image: bytes | None = None
+    strength: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value % 8 or value < 64:
+                raise ValueError(f"{name} must be a multiple of 8 and at least 64, got {value}")
+        if not 1 <= self.steps <= 150:
+            raise ValueError(f"steps must be between 1 and 150, got {self.steps}")
+        if not 0.0 <= self.guidance <= 30.0:
+            raise ValueError(f"guidance must be between 0 and 30, got {self.guidance}")
+        wanted = "1 seed" if self.kind == "upscale" else "1 to 4 seeds"
+        if not (len(self.seeds) == 1 if self.kind == "upscale" else 1 <= len(self.seeds) <= 4):
+            raise ValueError(f"{self.kind} needs {wanted}, got {len(self.seeds)}")
+        for seed in self.seeds:
+            if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"seeds must be whole numbers from 0 to 2**63-1, got {seed!r}")
+        if self.kind in ("variation", "upscale") and not self.init_image:
+            raise ValueError(f"{self.kind} needs init_image (the PNG bytes of the chosen image)")
+        if self.kind in ("imagine", "reroll") and self.init_image is not None:
+            raise ValueError(f"{self.kind} takes no init_image; use variation or upscale")
+        if self.strength is not None and not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], e.g. 0.35 subtle or 0.7 strong, got {self.strength}")
+        if self.kind == "variation" and self.strength is None:
+            raise ValueError("variation needs strength, e.g. 0.35 (subtle) or 0.7 (strong)")
+
+
+@dataclass(frozen=True)
+class Progress:
+    job_id: object
+    step: int  # steps done, 1..total
+    total: int  # denoising steps this job runs (for img2img: steps * strength)
+    preview: bytes | None  # small JPEG (<= 256 px side) every preview_every steps, else None
+
+
+@dataclass(frozen=True)
+class Result:
+    images: tuple[bytes, ...]  # PNG bytes of each single image, with its recipe in the "parameters" chunk
+    grid: bytes | None  # 2x2 grid PNG when there are 4 images, else None
+    seeds: tuple[int, ...]
+    nsfw: tuple[bool, ...]  # per-image safety-checker flag (all False without a checker)
+    width: int  # of single images
+    height: int
+    prompt_truncated: bool  # the prompt was longer than the text encoder window and got cut
+    elapsed: float  # seconds of generation
+    model: str
+    scheduler: str
+
+
+def size_for_aspect(native: int, aspect: str) -> tuple[int, int]:
+    """Width and height for an aspect ratio like "16:9", keeping about native*native pixels, multiples of 8.
+
+    >>> size_for_aspect(512, "16:9")
+    (680, 384)
+    """
+    try:
+        a, b = (int(part) for part in aspect.split(":"))
+        if a <= 0 or b <= 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"aspect ratio must look like 16:9 (two whole numbers), got {aspect!r}") from None
+    if max(a, b) / min(a, b) > 4:
+        raise ValueError(f"aspect ratio must be at most 4:1 either way, got {aspect}")
+    area = native * native
+    width = (area * a / b) ** 0.5
+    height = width * b / a
+    return max(64, round(width / 8) * 8), max(64, round(height / 8) * 8)

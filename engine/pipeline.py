@@ -1,0 +1,455 @@
+"""The GPU side proper: load a diffusers pipeline once, run imagine / variation / upscale on it.
+
+Only the engine's worker thread imports this module and calls into a Runner, so no locks are needed here.
+Each operation reads top to bottom with numbered steps, like diffusers' `StableDiffusionPipeline.__call__`.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import io
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, DiffusionPipeline
+from PIL import Image
+
+from engine import images as imgs
+from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Request, Result
+from engine.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[int, int, "bytes | None"], None]
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+# Latent (4 channels) -> RGB linear approximations, as used for live previews by ComfyUI and A1111.
+_LATENT_RGB_SD = torch.tensor(
+    [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]]
+)
+_LATENT_RGB_SDXL = torch.tensor(
+    [[0.3920, 0.4054, 0.4549], [-0.2634, -0.0196, 0.0653], [0.0568, 0.1687, -0.0755], [-0.3112, -0.2359, -0.2076]]
+)
+PREVIEW_SIDE = 256
+
+
+class _Cancelled(Exception):
+    """Raised inside callback_on_step_end to leave the denoising loop; becomes JobCancelled."""
+
+    def __init__(self, steps_done: int) -> None:
+        super().__init__(steps_done)
+        self.steps_done = steps_done
+
+
+# -- device and dtype ---------------------------------------------------------------------------------------------
+
+
+def resolve_device(setting: str) -> str:
+    """"auto" -> cuda, then mps, then cpu. An explicit device that is not there is an error that says so."""
+    if setting == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("IMAGINE_DEVICE is cuda, but torch sees no CUDA GPU (is this a CPU-only torch build?)")
+    if setting == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("IMAGINE_DEVICE is mps, but this machine has no Apple MPS device")
+    return setting
+
+
+def resolve_dtype(setting: str, device: str) -> torch.dtype:
+    """"auto" -> float16 on CUDA (half the memory, faster), float32 elsewhere."""
+    if setting == "auto":
+        return torch.float16 if device == "cuda" else torch.float32
+    return _DTYPES[setting]
+
+
+def model_defaults(pipe: DiffusionPipeline, model: str, settings: EngineSettings) -> ModelDefaults:
+    """Sensible steps, guidance and native size for this model; settings override each of them."""
+    name = model.rstrip("/\\")
+    display = name if not os.path.isdir(name) else os.path.basename(os.path.abspath(name))
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    sample_size = getattr(getattr(denoiser, "config", None), "sample_size", None)
+    if isinstance(sample_size, (tuple, list)):
+        sample_size = sample_size[0]
+    native = int(sample_size * pipe.vae_scale_factor) if sample_size else 512
+    if "turbo" in name.lower():  # sd-turbo, sdxl-turbo: adversarially distilled, no guidance
+        steps, guidance, native = 4, 0.0, 512
+    elif "XL" in type(pipe).__name__:  # SDXL: 1024 from its config
+        steps, guidance = 30, 6.0
+    else:  # SD 1.x (512), SD 2.x (768 or 512 from the config), unknown models (config)
+        steps, guidance = 25, 7.0
+    return ModelDefaults(
+        steps=settings.steps or steps,
+        guidance=settings.guidance if settings.guidance is not None else guidance,
+        size=settings.size or native,
+        model=display,
+        scheduler=type(pipe.scheduler).__name__,
+    )
+
+
+# -- the runner ---------------------------------------------------------------------------------------------------
+
+
+class Runner:
+    """Owns the text-to-image pipeline, the image-to-image pipeline sharing its weights, and the safety checker."""
+
+    def __init__(self, settings: EngineSettings, device: str, dtype: torch.dtype, t2i: DiffusionPipeline,
+                 i2i: DiffusionPipeline, checker, feature_extractor, upscaler: DiffusionPipeline | None) -> None:
+        self.settings = settings
+        self.device = device
+        self.dtype = dtype
+        self.dtype_name = str(dtype).removeprefix("torch.")
+        self.t2i = t2i
+        self.i2i = i2i
+        self.checker = checker
+        self.feature_extractor = feature_extractor
+        self.upscaler = upscaler
+        self.defaults = model_defaults(t2i, settings.model, settings)
+        self._latent_rgb = _LATENT_RGB_SDXL if "XL" in type(t2i).__name__ else _LATENT_RGB_SD
+        self._offloaded_pipe: DiffusionPipeline | None = None
+
+    @classmethod
+    def load(cls, settings: EngineSettings) -> "Runner":
+        # 1. Device and dtype, once.
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        if dtype == torch.float16 and device == "cpu":
+            raise RuntimeError("IMAGINE_DTYPE float16 does not run on cpu; use float32 or bfloat16")
+
+        # 2. The text-to-image pipeline, from a hub id or a local folder.
+        started = time.perf_counter()
+        try:
+            t2i = AutoPipelineForText2Image.from_pretrained(settings.model, dtype=dtype)
+        except (OSError, ValueError, EnvironmentError) as e:
+            raise RuntimeError(
+                f"could not load IMAGINE_MODEL={settings.model!r}: it must be a Hugging Face hub id or a local folder "
+                f"with a diffusers model_index.json ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            ) from e
+
+        # 3. Detach the safety checker: we run it ourselves afterwards, so users get flags, not black squares.
+        checker = getattr(t2i, "safety_checker", None)
+        feature_extractor = getattr(t2i, "feature_extractor", None)
+        if checker is not None:
+            t2i.register_modules(safety_checker=None)
+            if "requires_safety_checker" in t2i.config:
+                t2i.register_to_config(requires_safety_checker=False)
+        if not settings.safety_checker or feature_extractor is None:
+            checker = None
+        if checker is not None:  # its "black image will be returned" warning is not true of our use
+            logging.getLogger(type(checker).__module__).setLevel(logging.ERROR)
+
+        # 4. The image-to-image pipeline on the same weights (nothing is loaded twice).
+        i2i = AutoPipelineForImage2Image.from_pipe(t2i)
+
+        # 5. Placement: whole pipeline on the device, or model CPU offload (each model visits the GPU in turn).
+        offload = settings.cpu_offload and device != "cpu"
+        if settings.cpu_offload and not offload:
+            log.warning("IMAGINE_CPU_OFFLOAD is ignored on cpu")
+        if not offload:
+            t2i.to(device)
+        if checker is not None:
+            checker.to("cpu" if offload else device, dtype=torch.float32 if offload else dtype)
+        if settings.vae_tiling:
+            t2i.vae.enable_tiling()
+        for pipe in (t2i, i2i):
+            pipe.set_progress_bar_config(disable=not settings.progress_bar)
+
+        # 6. Optional dedicated upscaler (e.g. stabilityai/sd-x2-latent-upscaler).
+        upscaler = None
+        if settings.upscaler_model:
+            upscaler = DiffusionPipeline.from_pretrained(settings.upscaler_model, dtype=dtype)
+            if offload:
+                upscaler.enable_model_cpu_offload(device=device)
+            else:
+                upscaler.to(device)
+            upscaler.set_progress_bar_config(disable=not settings.progress_bar)
+
+        runner = cls(settings, device, dtype, t2i, i2i, checker, feature_extractor, upscaler)
+        log.info("loaded %s in %.1fs", settings.model, time.perf_counter() - started)
+        return runner
+
+    def close(self) -> None:
+        """Drop the pipelines and give their memory back."""
+        self.t2i = self.i2i = self.upscaler = self.checker = None
+        _free_memory(self.device)
+
+    # -- one job ----------------------------------------------------------------------------------------------
+
+    def run(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
+        """Run one request; every failure comes out as JobFailed (readable) or JobCancelled."""
+        if cancel.is_set():
+            raise JobCancelled("the job was cancelled before it started")
+        started = time.perf_counter()
+        out_of_memory = False
+        try:
+            if request.kind in ("imagine", "reroll"):
+                result = self.imagine(request, cancel, report)
+            elif request.kind == "variation":
+                result = self.variation(request, cancel, report)
+            else:
+                result = self.upscale(request, cancel, report)
+        except _Cancelled as e:
+            raise JobCancelled(f"the job was cancelled after {e.steps_done} steps") from None
+        except torch.OutOfMemoryError:
+            out_of_memory = True  # free memory below, once this frame's traceback is gone
+        except JobFailed:
+            raise
+        except Exception as e:
+            log.exception("%s job failed", request.kind)
+            first_line = (str(e).splitlines() or [""])[0][:200]
+            raise JobFailed(f"Something went wrong while making the image: {type(e).__name__}: {first_line}") from None
+        if out_of_memory:
+            _free_memory(self.device)
+            raise JobFailed(_oom_message(request, self._output_size(request)))
+        result = _replace_elapsed(result, time.perf_counter() - started)
+        log.info("%s: %d image(s) %dx%d, %d steps, in %.1fs", request.kind, len(result.images), result.width,
+                 result.height, request.steps, result.elapsed)
+        return result
+
+    def imagine(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
+        """Text to image, one image per seed (imagine and reroll)."""
+        # 1. Check the prompt fits the text encoder window (diffusers cuts it; we say so).
+        truncated = self._prompt_truncated(request.prompt)
+
+        # 2. One CPU generator per image, so each image depends only on its own seed.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+
+        # 3. Denoise, with progress, previews and cancellation between steps.
+        self._use(self.t2i)
+        pictures = self.t2i(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            width=request.width,
+            height=request.height,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            num_images_per_prompt=len(request.seeds),
+            generator=generators,
+            callback_on_step_end=self._step_callback(cancel, report),
+        ).images
+
+        # 4. Safety flags, PNGs with their recipe, the grid.
+        return self._finish(request, pictures, truncated, steps=request.steps)
+
+    def variation(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
+        """Image to image from the chosen picture, one new image per seed."""
+        # 1. The chosen image, at a size the VAE takes (multiples of 8).
+        init = _fit_to_multiple_of_8(imgs.open_png(request.init_image))
+        truncated = self._prompt_truncated(request.prompt)
+
+        # 2. Enough steps that steps * strength is at least one.
+        steps = max(request.steps, math.ceil(1 / request.strength))
+
+        # 3. One CPU generator per image.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+
+        # 4. Denoise from the noised chosen image.
+        self._use(self.i2i)
+        pictures = self.i2i(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            image=init,
+            strength=request.strength,
+            num_inference_steps=steps,
+            guidance_scale=request.guidance,
+            num_images_per_prompt=len(request.seeds),
+            generator=generators,
+            callback_on_step_end=self._step_callback(cancel, report),
+        ).images
+
+        # 5. Safety flags, PNGs with their recipe, the grid.
+        return self._finish(request, pictures, truncated, steps=steps, extra={"Denoising strength": request.strength})
+
+    def upscale(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
+        """One image at twice its size: Lanczos resize, then a low-strength detail pass (or a dedicated upscaler)."""
+        # 1. The chosen image and the target size.
+        init = _fit_to_multiple_of_8(imgs.open_png(request.init_image))
+        width, height = self._output_size(request)
+        strength = request.strength if request.strength is not None else self.settings.upscale_strength
+        truncated = self._prompt_truncated(request.prompt)
+        generator = torch.Generator("cpu").manual_seed(request.seeds[0])
+
+        # 2. Resize with Lanczos: the detail pass only has to sharpen, not invent the layout.
+        big = init.resize((width, height), Image.Resampling.LANCZOS)
+
+        if self.upscaler is not None:
+            # 3a. A dedicated upscaler pipeline; its output is brought to exactly 2x.
+            kwargs = {}
+            if "callback_on_step_end" in inspect.signature(self.upscaler.__call__).parameters:
+                kwargs["callback_on_step_end"] = self._step_callback(cancel, report)
+            self._use(self.upscaler)
+            picture = self.upscaler(
+                prompt=request.prompt, image=init, num_inference_steps=request.steps, generator=generator, **kwargs
+            ).images[0]
+            if picture.size != (width, height):
+                picture = picture.resize((width, height), Image.Resampling.LANCZOS)
+            steps = request.steps
+            extra = {"Upscaler": self.settings.upscaler_model, "Upscale": 2}
+        else:
+            # 3b. Detail pass: img2img at low strength, VAE tiling on so the big decode fits in memory.
+            steps = max(request.steps, math.ceil(1 / strength))
+            self._use(self.i2i)
+            tiling_was_on = self.i2i.vae.use_tiling
+            self.i2i.vae.enable_tiling()
+            try:
+                picture = self.i2i(
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt or None,
+                    image=big,
+                    strength=strength,
+                    num_inference_steps=steps,
+                    guidance_scale=request.guidance,
+                    generator=[generator],
+                    callback_on_step_end=self._step_callback(cancel, report),
+                ).images[0]
+            finally:
+                if not tiling_was_on:
+                    self.i2i.vae.disable_tiling()
+            extra = {"Denoising strength": strength, "Upscale": 2}
+
+        # 4. Safety flag and PNG with its recipe.
+        return self._finish(request, [picture], truncated, steps=steps, extra=extra)
+
+    # -- shared steps -----------------------------------------------------------------------------------------
+
+    def _use(self, pipe: DiffusionPipeline) -> None:
+        """With CPU offload, the offload hooks belong to one pipeline at a time; move them to `pipe`."""
+        if self.settings.cpu_offload and self.device != "cpu" and self._offloaded_pipe is not pipe:
+            pipe.enable_model_cpu_offload(device=self.device)
+            self._offloaded_pipe = pipe
+
+    def _step_callback(self, cancel: threading.Event, report: Report | None):
+        """callback_on_step_end: stop if cancelled, report progress, and every few steps a preview."""
+        every = self.settings.preview_every
+
+        def on_step_end(pipe: DiffusionPipeline, i: int, t, callback_kwargs: dict) -> dict:
+            if cancel.is_set():
+                raise _Cancelled(i + 1)
+            if report is not None:
+                total = pipe.num_timesteps
+                step = i + 1
+                preview = None
+                if every and (step % every == 0) and step < total:
+                    preview = self._preview(callback_kwargs["latents"])
+                report(step, total, preview)
+            return callback_kwargs
+
+        return on_step_end
+
+    def _preview(self, latents: torch.Tensor) -> bytes:
+        """A small JPEG of the current latents through a linear latent->RGB map (no VAE decode, ~1 ms)."""
+        with torch.no_grad():
+            latents = latents.detach().float().cpu()
+            if latents.shape[1] == 4:
+                rgb = torch.einsum("bchw,cr->brhw", latents, self._latent_rgb)
+            else:  # other latent spaces: the first three channels, standardised
+                rgb = latents[:, :3]
+                rgb = (rgb - rgb.mean()) / (rgb.std() + 1e-6) / 2
+            pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        tiles = [Image.fromarray(p) for p in pixels]
+        picture = imgs.make_grid(tiles) if len(tiles) == 4 else tiles[0]
+        scale = PREVIEW_SIDE / max(picture.size)
+        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                 Image.Resampling.BILINEAR)
+        return _jpeg(picture)
+
+    def _prompt_truncated(self, prompt: str) -> bool:
+        tokenizer = getattr(self.t2i, "tokenizer", None)
+        if tokenizer is None:
+            return False
+        return len(tokenizer(prompt, truncation=False).input_ids) > tokenizer.model_max_length
+
+    def _safety_flags(self, pictures: list[Image.Image]) -> list[bool]:
+        """Run the model's safety checker on the finished pictures; it may black out its copy, ours stay intact."""
+        if self.checker is None:
+            return [False] * len(pictures)
+        checker_device = next(self.checker.parameters()).device
+        checker_dtype = next(self.checker.parameters()).dtype
+        with torch.no_grad():
+            clip_input = self.feature_extractor(pictures, return_tensors="pt").pixel_values
+            scratch = np.stack([np.asarray(p, dtype=np.float32) / 255 for p in pictures])
+            _, flags = self.checker(images=scratch, clip_input=clip_input.to(checker_device, checker_dtype))
+        return [bool(flag) for flag in flags]
+
+    def _finish(self, request: Request, pictures: list[Image.Image], truncated: bool, *, steps: int,
+                extra: dict | None = None) -> Result:
+        flags = self._safety_flags(pictures)
+        width, height = pictures[0].size
+        recipe = dict(
+            steps=steps, sampler=self.defaults.scheduler, guidance=request.guidance, width=width, height=height,
+            model=self.defaults.model,
+        )
+        singles = tuple(
+            imgs.png_bytes(picture, imgs.parameters_text(request.prompt, request.negative_prompt, seed=seed,
+                                                         extra=extra, **recipe))
+            for picture, seed in zip(pictures, request.seeds)
+        )
+        grid = None
+        if len(pictures) == 4:
+            grid_extra = {**(extra or {}), "Grid seeds": '"' + ", ".join(map(str, request.seeds)) + '"'}
+            grid = imgs.png_bytes(
+                imgs.make_grid(pictures),
+                imgs.parameters_text(request.prompt, request.negative_prompt, seed=request.seeds[0],
+                                     extra=grid_extra, **recipe),
+            )
+        return Result(
+            images=singles, grid=grid, seeds=tuple(request.seeds), nsfw=tuple(flags), width=width, height=height,
+            prompt_truncated=truncated, elapsed=0.0, model=self.defaults.model, scheduler=self.defaults.scheduler,
+        )
+
+    def _output_size(self, request: Request) -> tuple[int, int]:
+        """Size of the images a request makes (for upscale: twice the chosen image)."""
+        if request.init_image is None:
+            return request.width, request.height
+        width, height = _fit_to_multiple_of_8(imgs.open_png(request.init_image)).size
+        return (2 * width, 2 * height) if request.kind == "upscale" else (width, height)
+
+
+# -- small helpers --------------------------------------------------------------------------------------------------
+
+
+def _fit_to_multiple_of_8(image: Image.Image) -> Image.Image:
+    width, height = image.width // 8 * 8, image.height // 8 * 8
+    if (width, height) == image.size:
+        return image
+    return image.crop((0, 0, width, height))
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+def _free_memory(device: str) -> None:
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    elif device == "mps":
+        torch.mps.empty_cache()
+
+
+def _oom_message(request: Request, size: tuple[int, int]) -> str:
+    width, height = size
+    if request.kind == "upscale":
+        return (f"The GPU ran out of memory while upscaling to {width}x{height}. "
+                "Try upscaling a smaller image, or again when the bot is less busy.")
+    count = len(request.seeds)
+    return (f"The GPU ran out of memory while making {count} image{'s' if count > 1 else ''} at {width}x{height}. "
+            "Try a squarer aspect ratio or a smaller size, fewer images, or again when the bot is less busy.")
+
+
+def _replace_elapsed(result: Result, elapsed: float) -> Result:
+    return replace(result, elapsed=round(elapsed, 3))

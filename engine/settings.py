@@ -1,0 +1,79 @@
+"""Engine settings: one frozen object, read once from the environment (or .env) by the entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # IMAGINE_MODEL: hub id or local folder
+    device: str = "auto"  # IMAGINE_DEVICE: auto|cuda|mps|cpu (auto = cuda, then mps, then cpu)
+    dtype: str = "auto"  # IMAGINE_DTYPE: auto|float16|bfloat16|float32 (auto = fp16 on cuda, else fp32)
+    cpu_offload: bool = False  # IMAGINE_CPU_OFFLOAD: model CPU offload (saves GPU memory, a little slower)
+    vae_tiling: bool = False  # IMAGINE_VAE_TILING (always on for the upscale detail pass)
+    safety_checker: bool = True  # IMAGINE_SAFETY_CHECKER: flag images when the model ships a checker
+    steps: int | None = None  # IMAGINE_STEPS (None: per-model default)
+    guidance: float | None = None  # IMAGINE_GUIDANCE (None: per-model default)
+    size: int | None = None  # IMAGINE_SIZE: native side in px (None: per-model default)
+    upscaler_model: str | None = None  # IMAGINE_UPSCALER_MODEL: optional dedicated upscaler pipeline
+    upscale_strength: float = 0.3  # IMAGINE_UPSCALE_STRENGTH: img2img strength of the upscale detail pass
+    preview_every: int = 5  # IMAGINE_PREVIEW_EVERY: steps between previews (0 = none)
+    progress_bar: bool = False  # diffusers' tqdm bar; the CLI turns it on
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.steps is not None and not 1 <= self.steps <= 150:
+            raise ValueError(f"steps must be between 1 and 150, got {self.steps}")
+        if self.size is not None and (self.size < 64 or self.size % 8):
+            raise ValueError(f"size must be a multiple of 8 and at least 64, got {self.size}")
+        if not 0.0 < self.upscale_strength <= 1.0:
+            raise ValueError(f"upscale_strength must be in (0, 1], got {self.upscale_strength}")
+        if self.preview_every < 0:
+            raise ValueError(f"preview_every must be 0 (no previews) or more, got {self.preview_every}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "EngineSettings":
+        """Read IMAGINE_* keys (IMAGINE_MODEL, IMAGINE_STEPS, ...); missing or empty keys keep their defaults.
+
+        A bad value raises ValueError with one readable line, e.g. "IMAGINE_STEPS must be a whole number, got 'abc'".
+        """
+        values = {}
+        for field in fields(cls):
+            key = f"IMAGINE_{field.name.upper()}"
+            raw = env.get(key, "").strip()
+            if not raw:
+                continue
+            kind = field.type.replace(" | None", "")
+            if kind == "bool":
+                if raw.lower() not in _TRUE | _FALSE:
+                    raise ValueError(f"{key} must be true or false, got {raw!r}")
+                values[field.name] = raw.lower() in _TRUE
+            elif kind == "int":
+                try:
+                    values[field.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{key} must be a whole number, got {raw!r}") from None
+            elif kind == "float":
+                try:
+                    values[field.name] = float(raw)
+                except ValueError:
+                    raise ValueError(f"{key} must be a number, got {raw!r}") from None
+            else:
+                values[field.name] = raw.lower() if field.name in ("device", "dtype") else raw
+        try:
+            return cls(**values)
+        except ValueError as e:
+            # Name the environment key, not the field: "IMAGINE_DEVICE must be one of ..."
+            message = str(e)
+            name = message.split(" ", 1)[0]
+            raise ValueError(f"IMAGINE_{name.upper()} {message.split(' ', 1)[1]}") from None
