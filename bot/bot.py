@@ -1,0 +1,85 @@
+"""The bot: a commands.Bot that loads one Cog per feature and owns the job runner."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.messages import JobMessages
+from bot.replies import report_error
+from bot.runner import JobRunner
+from bot.store import Store
+from engine import Engine
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (
+    "bot.cogs.imagine",
+    "bot.cogs.buttons",
+    "bot.cogs.queue",
+    "bot.cogs.limits",
+)
+
+def use_discord_endpoints(api_base: str, gateway_url: str) -> None:
+    """Send all REST, webhook and gateway traffic to the given Discord (a proxy, or a test stand-in)."""
+    discord.http.Route.BASE = api_base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+class ImagineTree(app_commands.CommandTree):
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        await report_error(interaction, error)
+
+
+class ImagineBot(commands.Bot):
+    def __init__(self, settings: Settings, store: Store, engine: Engine) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            tree_cls=ImagineTree,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.messages = JobMessages(self, settings.progress_interval)
+        self.runner = JobRunner(store, engine, self.messages)
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+        await self.runner.start()
+
+    async def close(self) -> None:
+        await self.runner.stop()
+        await super().close()
+
+    async def on_ready(self) -> None:
+        log.info("Logged in as %s (%s) in %d server(s)", self.user, self.user.id if self.user else "?", len(self.guilds))
+
+    async def sync_commands(self) -> None:
+        """Sync slash commands when they changed since the last sync (Discord rate-limits syncing).
+
+        With DISCORD_SYNC_GUILD set they go to that one server and appear at once (handy while developing);
+        otherwise they are global.
+        """
+        guild = discord.Object(self.settings.sync_guild) if self.settings.sync_guild else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        key = f"commands:{guild.id if guild else 'global'}:{self.application_id}"
+        if await self.store.get_meta(key) == digest:
+            return
+        synced = await self.tree.sync(guild=guild)
+        await self.store.set_meta(key, digest)
+        log.info("Synced %d slash command(s) %s", len(synced), f"to server {guild.id}" if guild else "globally")

@@ -1,0 +1,114 @@
+"""Show each job's life on its Discord message: queued, progress, then the result."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot import render
+from bot.store import Job
+
+if TYPE_CHECKING:
+    from bot.bot import ImagineBot
+
+log = logging.getLogger(__name__)
+
+TOKEN_MARGIN = 30  # stop using an interaction token this many seconds before it expires
+
+QUEUED, RUNNING, FINAL = range(3)
+
+
+@dataclass
+class _Showing:
+    phase: int = QUEUED
+    last_edit: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    progress_task: asyncio.Task | None = None
+
+
+class JobMessages:
+    """Shows each job on its Discord message.
+
+    While the interaction token is fresh, a job's message is the interaction's original response, edited through
+    the interaction webhook. After that (a long queue, or a restart), Discord no longer accepts edits through the
+    token, so the final result is posted as a fresh channel message that mentions the member. Updates never go
+    backwards (a late "queued" edit never hides progress), and progress edits are throttled per message.
+    """
+
+    def __init__(self, bot: ImagineBot, interval: float) -> None:
+        self.bot = bot
+        self.interval = interval
+        self._showing: dict[int, _Showing] = {}
+
+    async def queued(self, job: Job, position: int | None, *, restarted: bool = False) -> None:
+        await self._show(job, QUEUED, render.queued(job, position, restarted=restarted), throttle=False)
+
+    def progress(self, job: Job, step: int, total: int, preview: bytes | None) -> None:
+        """Called for every engine step; edits at most once per interval and never waits for Discord."""
+        showing = self._showing.setdefault(job.id, _Showing())
+        busy = showing.progress_task is not None and not showing.progress_task.done()
+        if busy or time.monotonic() - showing.last_edit < self.interval:
+            return
+        shown = render.progress(job, step, total, preview)
+        showing.progress_task = asyncio.create_task(self._show(job, RUNNING, shown, throttle=True))
+
+    async def finished(self, job: Job, shown: render.Shown) -> None:
+        """The final state of a job: its images, its failure or its cancellation. Never dropped."""
+        showing = self._showing.get(job.id)
+        if showing and showing.progress_task:
+            await asyncio.gather(showing.progress_task, return_exceptions=True)
+        await self._show(job, FINAL, shown, throttle=False)
+        self._showing.pop(job.id, None)
+
+    async def _show(self, job: Job, phase: int, shown: render.Shown, *, throttle: bool) -> None:
+        showing = self._showing.setdefault(job.id, _Showing())
+        async with showing.lock:
+            if phase < showing.phase or (throttle and time.monotonic() - showing.last_edit < self.interval):
+                return
+            showing.phase = phase
+            try:
+                await self._deliver(job, phase, shown)
+            except discord.HTTPException as error:
+                log.warning("Could not update the message of job %s: %s", job.id, error)
+            except Exception:
+                log.exception("Could not update the message of job %s", job.id)
+            showing.last_edit = time.monotonic()
+
+    async def _deliver(self, job: Job, phase: int, shown: render.Shown) -> None:
+        store = self.bot.store
+        fresh = await store.get_job(job.id) or job  # the token or message may have moved since `job` was read
+        if fresh.interaction_token and (fresh.token_expires_at or 0) - TOKEN_MARGIN > time.time():
+            webhook = discord.Webhook.partial(self.bot.application_id, fresh.interaction_token, client=self.bot)
+            try:
+                message = await webhook.edit_message(
+                    "@original",  # type: ignore[arg-type]  # Discord's alias for the interaction's first response
+                    content=shown.content,
+                    embed=shown.embed,
+                    attachments=shown.files,
+                    view=shown.view,
+                )
+            except discord.HTTPException as error:
+                if error.status not in (401, 404):
+                    raise
+                log.info("Interaction token of job %s is no longer accepted; moving to a channel message", job.id)
+            else:
+                if fresh.message_id != message.id:
+                    await store.set_message(job.id, message.id)
+                return
+            await store.set_interaction(job.id, None, None)
+
+        if phase != FINAL:
+            return  # without a token only the result is worth a fresh message (and the ping that comes with it)
+        channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        message = await channel.send(
+            content=shown.content,
+            embed=shown.embed or discord.utils.MISSING,
+            files=shown.files,
+            view=shown.view or discord.utils.MISSING,
+        )
+        await store.set_message(job.id, message.id)

@@ -1,0 +1,176 @@
+"""Turn what a member typed into a complete, checked recipe.
+
+Midjourney habits work inside the prompt (``--ar 16:9 --seed 42 --no text, watermark --steps 30 --guidance 6``).
+When a value is given both as a slash-command option and as a flag in the prompt, the slash-command option wins:
+it is the more deliberate of the two, and it is what Discord shows in the command's summary.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import asdict, dataclass
+
+from bot.errors import UserError
+from engine.jobs import ModelDefaults
+
+ASPECT_CHOICES = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "9:21", "21:9")
+MAX_ASPECT = 3.0  # widest (or tallest) ratio allowed for a free-form --ar
+MAX_PROMPT = 1000
+MAX_SEED = 2**32 - 1
+MAX_GUIDANCE = 30.0
+IMAGES_PER_GRID = 4
+
+FLAG_ALIASES = {
+    "ar": "aspect",
+    "aspect": "aspect",
+    "seed": "seed",
+    "no": "negative",
+    "steps": "steps",
+    "guidance": "guidance",
+    "cfg": "guidance",
+}
+_FLAG = re.compile(r"(?:^|\s)--([A-Za-z]+)\b")
+
+
+class BadInput(UserError):
+    """Something the member typed is not allowed; the message says what is."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seeds: tuple[int, ...]
+    aspect: str = "1:1"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"seeds": list(self.seeds)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Recipe:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**fields | {"seeds": tuple(data["seeds"])})
+
+
+def split_flags(text: str) -> tuple[str, dict[str, str]]:
+    """``"a fox --ar 16:9 --no snow"`` -> ``("a fox", {"aspect": "16:9", "negative": "snow"})``."""
+    matches = list(_FLAG.finditer(text))
+    prompt = text[: matches[0].start()] if matches else text
+    flags: dict[str, str] = {}
+    for match, following in zip(matches, matches[1:] + [None]):
+        name = match.group(1).lower()
+        key = FLAG_ALIASES.get(name)
+        if key is None:
+            allowed = ", ".join(f"--{n}" for n in ("ar", "seed", "no", "steps", "guidance"))
+            raise BadInput(f"`--{name}` is not an option I know. Allowed in the prompt: {allowed}.")
+        if key in flags:
+            raise BadInput(f"`--{name}` is given twice; keep one.")
+        end = following.start() if following else len(text)
+        flags[key] = text[match.end() : end].strip()
+    return prompt.strip(), flags
+
+
+def parse_aspect(text: str) -> tuple[int, int]:
+    allowed = ", ".join(ASPECT_CHOICES)
+    match = re.fullmatch(r"\s*(\d{1,3})\s*:\s*(\d{1,3})\s*", text)
+    if not match:
+        raise BadInput(f"Aspect ratio must look like `16:9`, got `{text}`. Common ones: {allowed}.")
+    w, h = int(match.group(1)), int(match.group(2))
+    if w == 0 or h == 0 or max(w / h, h / w) > MAX_ASPECT:
+        raise BadInput(f"Aspect ratio `{text}` is too extreme: the longer side may be at most 3 times the shorter. Common ones: {allowed}.")
+    return w, h
+
+
+def size_for(aspect: tuple[int, int], native: int) -> tuple[int, int]:
+    """Width and height with about the model's native pixel count, rounded to what the model can make."""
+    step = 64 if native >= 512 else 8
+    ratio = aspect[0] / aspect[1]
+    width = math.sqrt(native * native * ratio)
+    height = width / ratio
+    return max(step, round(width / step) * step), max(step, round(height / step) * step)
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise BadInput(f"{name} must be a whole number from {low} to {high}, got `{raw}`.") from None
+    if not low <= value <= high:
+        raise BadInput(f"{name} must be from {low} to {high}, got {value}.")
+    return value
+
+
+def _float(name: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise BadInput(f"{name} must be a number from {low:g} to {high:g}, got `{raw}`.") from None
+    if not (low <= value <= high) or math.isnan(value):
+        raise BadInput(f"{name} must be from {low:g} to {high:g}, got {value:g}.")
+    return value
+
+
+def new_seeds(first: int | None = None) -> tuple[int, ...]:
+    """Four seeds in a row: a member who names a seed gets the same four images again."""
+    if first is None:
+        first = random.randrange(MAX_SEED - IMAGES_PER_GRID)
+    return tuple((first + i) % (MAX_SEED + 1) for i in range(IMAGES_PER_GRID))
+
+
+def parse_imagine(
+    text: str,
+    defaults: ModelDefaults,
+    *,
+    negative: str | None = None,
+    aspect: str | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    max_steps: int = 150,
+) -> Recipe:
+    """Resolve a prompt with inline flags and slash-command options into a full recipe."""
+    prompt, flags = split_flags(text)
+    if not prompt:
+        raise BadInput("The prompt is empty: describe the picture before any `--` options.")
+    if len(prompt) > MAX_PROMPT:
+        raise BadInput(f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT}.")
+
+    aspect_text = aspect or flags.get("aspect") or "1:1"
+    ratio = parse_aspect(aspect_text)
+    width, height = size_for(ratio, defaults.size)
+
+    seed_value = seed if seed is not None else flags.get("seed")
+    if seed_value is not None:
+        seed_value = _int("Seed", seed_value, 0, MAX_SEED)
+
+    steps_value = steps if steps is not None else flags.get("steps")
+    steps_value = defaults.steps if steps_value is None else _int("Steps", steps_value, 1, max_steps)
+
+    guidance_value = guidance if guidance is not None else flags.get("guidance")
+    guidance_value = defaults.guidance if guidance_value is None else _float("Guidance", guidance_value, 0, MAX_GUIDANCE)
+
+    return Recipe(
+        prompt=prompt,
+        negative_prompt=(negative if negative is not None else flags.get("negative", "")).strip(),
+        width=width,
+        height=height,
+        steps=steps_value,
+        guidance=guidance_value,
+        seeds=new_seeds(seed_value),
+        aspect=f"{ratio[0]}:{ratio[1]}",
+    )
+
+
+def find_banned(prompt: str, banned: list[str]) -> str | None:
+    """The first banned word or phrase that appears in the prompt as whole words, ignoring case."""
+    lowered = prompt.lower()
+    for word in banned:
+        if re.search(rf"(?<!\w){re.escape(word.lower())}(?!\w)", lowered):
+            return word
+    return None

@@ -1,0 +1,158 @@
+"""What a job looks like on Discord: message text, embeds, files and buttons for each stage of its life."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import discord
+from PIL import Image
+
+from bot.cogs.buttons import JobButton
+from bot.store import Job
+from engine import images
+
+COLOUR = discord.Colour.blurple()
+KIND_TITLES = {
+    "imagine": "Imagine",
+    "reroll": "Reroll",
+    "variation": "Variations",
+    "upscale": "Upscale",
+}
+GRID_KINDS = ("imagine", "reroll", "variation")
+
+
+@dataclass
+class Shown:
+    """Everything one edit of a job's message carries."""
+
+    content: str
+    embed: discord.Embed | None = None
+    files: list[discord.File] = field(default_factory=list)
+    view: discord.ui.View | None = None
+
+
+def headline(job: Job) -> str:
+    prompt = job.recipe["prompt"]
+    if len(prompt) > 300:
+        prompt = prompt[:299] + "…"
+    prompt = discord.utils.escape_markdown(prompt)
+    source = ""
+    if job.kind == "upscale":
+        source = f" — Upscaled image #{job.recipe['source_index']}"
+    elif job.kind == "variation":
+        source = f" — Variations ({job.recipe.get('strength_name', 'strong')}) of image #{job.recipe['source_index']}"
+    elif job.kind == "reroll":
+        source = " — Reroll"
+    return f"**{prompt}**{source} — <@{job.user_id}>"
+
+
+def queued(job: Job, position: int | None, *, restarted: bool = False) -> Shown:
+    if position and position > 1:
+        wait = f"Waiting to start: #{position} in the queue"
+    else:
+        wait = "Waiting to start: next in the queue"
+    if restarted:
+        wait += " (the bot restarted; your job kept its place)"
+    return Shown(f"{headline(job)} ({wait})", view=cancel_view(job.id))
+
+
+def progress(job: Job, step: int, total: int, preview: bytes | None) -> Shown:
+    percent = round(100 * step / total) if total else 0
+    files = [discord.File(io.BytesIO(preview), filename="preview.png")] if preview else []
+    return Shown(f"{headline(job)} ({percent}% · step {step}/{total})", files=files, view=cancel_view(job.id))
+
+
+def failed(job: Job) -> Shown:
+    return Shown(f"{headline(job)}\n❌ {job.error or 'The job failed.'}")
+
+
+def cancelled(job: Job) -> Shown:
+    return Shown(f"{headline(job)}\n🚫 Cancelled.")
+
+
+def finished(job: Job, pictures: list[bytes], *, parent: Job | None, nsfw_ok: bool) -> Shown:
+    """The final message: the grid (or the upscaled image), an embed with the recipe, and the next buttons."""
+    result = job.result or {}
+    flags = list(result.get("nsfw") or [False] * len(pictures))
+    flagged = [i for i, bad in enumerate(flags, start=1) if bad]
+
+    # 1. Flagged images are never posted plainly: spoilers where NSFW is allowed, blurred spoilers elsewhere.
+    notes = []
+    if flagged and not nsfw_ok:
+        pictures = [images.blur(p) if bad else p for p, bad in zip(pictures, flags)]
+        notes.append(f"Image {_listing(flagged)} may be NSFW and {'is' if len(flagged) == 1 else 'are'} blurred: NSFW isn't allowed here.")
+    elif flagged:
+        notes.append(f"Image {_listing(flagged)} may be NSFW and {'is' if len(flagged) == 1 else 'are'} hidden behind a spoiler.")
+
+    # 2. One picture to post: the 2x2 grid, or the single upscaled image.
+    if job.kind in GRID_KINDS:
+        picture = images.png_bytes(images.make_grid([Image.open(io.BytesIO(p)) for p in pictures]), None)
+        name = "grid.png"
+        view = grid_view(job.id)
+    else:
+        picture, name = pictures[0], "upscale.png"
+        view = upscale_view(job.id)
+    if flagged:
+        name = "SPOILER_" + name
+
+    # 3. The embed says how it was made and where it came from.
+    recipe = job.recipe
+    embed = discord.Embed(colour=COLOUR, description=_clip(recipe["prompt"], 4000))
+    embed.set_author(name=f"{KIND_TITLES[job.kind]} · job #{job.id}")
+    seeds = result.get("seeds") or recipe["seeds"]
+    embed.add_field(name="Seed" if len(seeds) == 1 else "Seeds", value=", ".join(map(str, seeds)))
+    embed.add_field(name="Size", value=f"{result.get('width', recipe['width'])}×{result.get('height', recipe['height'])}")
+    embed.add_field(name="Steps · Guidance", value=f"{recipe['steps']} · {recipe['guidance']:g}")
+    if recipe.get("negative_prompt"):
+        embed.add_field(name="Negative prompt", value=_clip(recipe["negative_prompt"], 1000), inline=False)
+    if parent is not None:
+        embed.add_field(name="From", value=_link_to(parent, recipe.get("source_index")), inline=False)
+    embed.add_field(name="Model", value=_clip(result.get("model", "?"), 256))
+    embed.add_field(name="Time", value=f"{result.get('elapsed', 0):.1f} s")
+    if result.get("prompt_truncated"):
+        notes.append("The prompt was longer than the model can read; its end was cut.")
+    if notes:
+        embed.set_footer(text=" ".join(notes))
+    if not flagged:
+        embed.set_image(url=f"attachment://{name}")
+    return Shown(headline(job), embed=embed, files=[discord.File(io.BytesIO(picture), filename=name)], view=view)
+
+
+def _listing(numbers: list[int]) -> str:
+    return ", ".join(f"#{n}" for n in numbers)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _link_to(parent: Job, index: int | None) -> str:
+    what = f"image #{index} of job #{parent.id}" if index else f"job #{parent.id}"
+    if parent.message_id and parent.guild_id:
+        url = f"https://discord.com/channels/{parent.guild_id}/{parent.channel_id}/{parent.message_id}"
+        return f"[{what}]({url})"
+    return what
+
+
+def grid_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for n in range(1, 5):
+        view.add_item(JobButton("u", job_id, n, row=0))
+    view.add_item(JobButton("r", job_id, 0, row=0))
+    for n in range(1, 5):
+        view.add_item(JobButton("v", job_id, n, row=1))
+    return view
+
+
+def upscale_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton("vs", job_id, 1))
+    view.add_item(JobButton("vx", job_id, 1))
+    return view
+
+
+def cancel_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton("x", job_id, 0))
+    return view

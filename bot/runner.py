@@ -1,0 +1,155 @@
+"""Feed the engine from the store's queue, one job at a time, and show each job's life on Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from bot import render
+from bot.errors import UserError
+from bot.store import Job, Store
+from engine import Engine, JobCancelled, JobFailed, Progress, Request, Result
+
+if TYPE_CHECKING:
+    from bot.messages import JobMessages
+
+log = logging.getLogger(__name__)
+
+POSITION_UPDATES = 25  # waiting jobs whose "#n in the queue" is refreshed when a job starts
+
+
+class JobRunner:
+    """The only task that hands work to the engine.
+
+    It claims the next job with one atomic statement (the store decides whose turn it is), so the engine stays
+    free of SQL and a restart loses nothing: a job that was running goes back to the queue and runs again.
+    """
+
+    def __init__(self, store: Store, engine: Engine, messages: JobMessages) -> None:
+        self.store = store
+        self.engine = engine
+        self.messages = messages
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._refresher: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        recovered = await self.store.recover()
+        if recovered:
+            log.info("Re-attached %d unfinished job(s) after a restart", len(recovered))
+        for job in recovered:
+            await self.messages.queued(job, await self.store.queue_position(job.id), restarted=True)
+        self._task = asyncio.create_task(self._run(), name="imagine-runner")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def wake(self) -> None:
+        """A job was admitted: look at the queue again."""
+        self._wake.set()
+
+    async def cancel(self, job: Job) -> Job | None:
+        """Cancel a queued or running job; the member's message says so either way."""
+        cancelled = await self.store.cancel_job(job.id)
+        if cancelled is None:
+            return None
+        if not self.engine.cancel(job.id):
+            # Not in the engine: it was still queued, so nobody else will update its message.
+            await self.messages.finished(cancelled, render.cancelled(cancelled))
+        return cancelled
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                job = await self.store.claim_next()
+            except Exception:
+                log.exception("Could not read the job queue; retrying when the next job arrives")
+                job = None
+            if job is None:
+                await self._wake.wait()
+                continue
+            self._refresher = asyncio.create_task(self._refresh_positions())
+            try:
+                await self._run_job(job)
+            except Exception:  # the store or Discord broke under us; the next job must still run
+                log.exception("Job %s could not be completed", job.id)
+
+    async def _run_job(self, job: Job) -> None:
+        # 1. Build the engine request, with the source image for buttons that start from one.
+        try:
+            request = await self._request_for(job)
+        except UserError as error:
+            job = await self.store.fail_job(job.id, str(error))
+            await self.messages.finished(job, render.failed(job))
+            return
+
+        # 2. Let the engine make it; progress flows back to the message as it comes.
+        def on_progress(progress: Progress) -> None:
+            self.messages.progress(job, progress.step, progress.total, progress.preview)
+
+        try:
+            result = await self.engine.submit(job.id, request, on_progress=on_progress)
+        except JobCancelled:
+            job = await self.store.get_job(job.id) or job
+            log.info("Job %s cancelled", job.id)
+            await self.messages.finished(job, render.cancelled(job))
+            return
+        except JobFailed as error:
+            job = await self.store.fail_job(job.id, str(error))
+            log.info("Job %s failed: %s", job.id, error)
+            await self.messages.finished(job, render.failed(job))
+            return
+        except Exception:
+            log.exception("Job %s failed unexpectedly", job.id)
+            job = await self.store.fail_job(job.id, "Something went wrong on my side while making this; please try again.")
+            await self.messages.finished(job, render.failed(job))
+            return
+
+        # 3. Keep the images for the buttons, then show the result.
+        job = await self.store.finish_job(job.id, images=result.images, grid=result.grid, result=_summary(result))
+        log.info("Job %s (%s) done in %.1f s", job.id, job.kind, result.elapsed)
+        parent = await self.store.get_job(job.parent_id) if job.parent_id else None
+        shown = render.finished(job, list(result.images), parent=parent, nsfw_ok=job.recipe.get("nsfw_ok", False))
+        await self.messages.finished(job, shown)
+
+    async def _request_for(self, job: Job) -> Request:
+        recipe = job.recipe
+        init_image = None
+        if job.kind in ("variation", "upscale"):
+            init_image = await self.store.image(recipe["source_job"], recipe["source_index"])
+        return Request(
+            kind=job.kind,
+            prompt=recipe["prompt"],
+            negative_prompt=recipe.get("negative_prompt", ""),
+            width=recipe["width"],
+            height=recipe["height"],
+            steps=recipe["steps"],
+            guidance=recipe["guidance"],
+            seeds=tuple(recipe["seeds"]),
+            init_image=init_image,
+            strength=recipe.get("strength"),
+        )
+
+    async def _refresh_positions(self) -> None:
+        """Everyone still waiting moved up by one; tell them."""
+        waiting = [job for job in await self.store.unfinished_jobs() if job.status == "queued"]
+        for job in waiting[:POSITION_UPDATES]:
+            await self.messages.queued(job, await self.store.queue_position(job.id))
+
+
+def _summary(result: Result) -> dict:
+    return {
+        "seeds": list(result.seeds),
+        "nsfw": list(result.nsfw),
+        "width": result.width,
+        "height": result.height,
+        "elapsed": round(result.elapsed, 2),
+        "model": result.model,
+        "scheduler": result.scheduler,
+        "prompt_truncated": result.prompt_truncated,
+    }
