@@ -1,0 +1,493 @@
+"""User stories over the SQLite store, on real database files in tmp_path."""
+
+import asyncio
+import random
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError
+from bot.store import MIGRATIONS_DIR, Limits, MigrationError, SchemaTooNew, Store
+
+T0 = 1_700_000_000.0
+OPEN = Limits(jobs_per_hour=1000, max_queued=1000)  # limits that never refuse, for queue stories
+MIGRATIONS = sorted(MIGRATIONS_DIR.glob("*.sql"))
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await Store.open(tmp_path / "imagine.db")
+    yield store
+    await store.close()
+
+
+async def queue(store, user_id, *, channel_id=10, limits=OPEN, now=T0, **kwargs):
+    return await store.admit(
+        kind="imagine", user_id=user_id, guild_id=1, channel_id=channel_id, recipe={"prompt": "a cat"},
+        limits=limits, now=now, **kwargs,
+    )
+
+
+def user_version(path):
+    with sqlite3.connect(path) as db:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def tables(path):
+    with sqlite3.connect(path) as db:
+        return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def migrations_dir_with(tmp_path, files, extra=None):
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for file in files:
+        shutil.copy(file, folder / file.name)
+    for name, sql in (extra or {}).items():
+        (folder / name).write_text(sql)
+    return folder
+
+
+# --- migrations -------------------------------------------------------------------------------------------------
+
+
+async def test_empty_database_is_migrated_to_the_latest_version(tmp_path):
+    """Opening a new file creates every table and records the latest schema version."""
+    async with await Store.open(tmp_path / "imagine.db"):
+        pass
+    assert len(MIGRATIONS) >= 2
+    assert user_version(tmp_path / "imagine.db") == len(MIGRATIONS)
+    assert {"jobs", "limits", "banned_words", "meta"} <= tables(tmp_path / "imagine.db")
+
+
+@pytest.mark.parametrize("start", range(1, len(MIGRATIONS)))
+async def test_database_at_an_earlier_version_is_migrated_keeping_its_jobs(tmp_path, start):
+    """A database left at an earlier version is brought up to date, and its jobs are still there."""
+    path = tmp_path / "imagine.db"
+    async with await Store.open(path, migrations_dir=migrations_dir_with(tmp_path, MIGRATIONS[:start])) as old:
+        job = await queue(old, user_id=7)
+    assert user_version(path) == start
+
+    async with await Store.open(path) as store:
+        assert (await store.get_job(job.id)).recipe == {"prompt": "a cat"}
+        await store.set_limit(1, None, "max_steps", 30)  # the newest tables work too
+    assert user_version(path) == len(MIGRATIONS)
+
+
+async def test_newer_schema_is_refused_with_a_clear_message(tmp_path):
+    """A database from a newer bot is refused with SchemaTooNew naming both versions, and left untouched."""
+    path = tmp_path / "imagine.db"
+    async with await Store.open(path):
+        pass
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 3}")
+
+    with pytest.raises(SchemaTooNew) as refusal:
+        await Store.open(path)
+
+    assert str(refusal.value) == (
+        f"imagine.db is at schema version {len(MIGRATIONS) + 3} but this bot only knows up to {len(MIGRATIONS)}; "
+        "upgrade the bot or restore a backup"
+    )
+    assert user_version(path) == len(MIGRATIONS) + 3
+
+
+async def test_broken_migration_is_rolled_back_entirely(tmp_path):
+    """A migration that fails half-way leaves none of its changes behind and the version where it was."""
+    path = tmp_path / "imagine.db"
+    broken = "-- Deliberately broken: the second statement fails.\nCREATE TABLE half (x);\nINSERT INTO nowhere VALUES (1);\n"
+    folder = migrations_dir_with(tmp_path, MIGRATIONS, {f"{len(MIGRATIONS) + 1:04d}_broken.sql": broken})
+
+    with pytest.raises(MigrationError, match="nowhere"):
+        await Store.open(path, migrations_dir=folder)
+
+    assert user_version(path) == len(MIGRATIONS)
+    assert "half" not in tables(path)
+    async with await Store.open(path) as store:  # the real migrations still open it fine
+        await queue(store, user_id=1)
+
+
+# --- admission --------------------------------------------------------------------------------------------------
+
+
+async def admit_many(stores, attempts, limits):
+    """`attempts` concurrent admissions for one user, spread over `stores`; returns (admitted, refusals)."""
+    results = await asyncio.gather(
+        *(queue(stores[n % len(stores)], user_id=42, limits=limits, now=T0 + n / 1000) for n in range(attempts)),
+        return_exceptions=True,
+    )
+    admitted = [r for r in results if not isinstance(r, BaseException)]
+    refusals = [r for r in results if isinstance(r, BaseException)]
+    return admitted, refusals
+
+
+@pytest.mark.parametrize("run", range(3))
+async def test_200_concurrent_admissions_on_one_store_admit_exactly_the_limit(store, run):
+    """200 simultaneous requests from one user with a limit of 5 per hour admit exactly 5; the rest are RateLimited."""
+    admitted, refusals = await admit_many([store], 200, Limits(jobs_per_hour=5, max_queued=1000))
+
+    assert len(admitted) == 5
+    assert all(isinstance(r, RateLimited) for r in refusals) and len(refusals) == 195
+    assert len(await store.unfinished_jobs()) == 5
+
+
+@pytest.mark.parametrize("stores", [2, 3])
+@pytest.mark.parametrize("run", range(3))
+async def test_200_concurrent_admissions_across_stores_admit_exactly_the_limit(tmp_path, stores, run):
+    """Two or three Store objects (separate connections) on one file never over-admit, and never report a lock."""
+    opened = [await Store.open(tmp_path / "imagine.db") for _ in range(stores)]
+    try:
+        admitted, refusals = await admit_many(opened, 200, Limits(jobs_per_hour=5, max_queued=1000))
+        assert len(admitted) == 5
+        assert [r for r in refusals if not isinstance(r, RateLimited)] == []
+        assert len(await opened[0].unfinished_jobs()) == 5
+    finally:
+        for store in opened:
+            await store.close()
+
+
+async def test_concurrent_admissions_respect_the_queued_limit(tmp_path):
+    """With max_queued=2, 200 simultaneous requests over two stores queue exactly 2; the rest are TooManyQueued."""
+    opened = [await Store.open(tmp_path / "imagine.db") for _ in range(2)]
+    try:
+        admitted, refusals = await admit_many(opened, 200, Limits(jobs_per_hour=100, max_queued=2))
+        assert len(admitted) == 2
+        assert all(isinstance(r, TooManyQueued) for r in refusals)
+        assert str(refusals[0]) == (
+            "You already have 2 jobs waiting in this channel; wait for one to finish or /cancel one."
+        )
+    finally:
+        for store in opened:
+            await store.close()
+
+
+async def test_a_running_job_frees_its_queue_slot(store):
+    """The queued limit counts waiting jobs only: once one starts running the user may queue another."""
+    limits = Limits(max_queued=2)
+    await queue(store, 1, limits=limits)
+    await queue(store, 1, limits=limits)
+    with pytest.raises(TooManyQueued):
+        await queue(store, 1, limits=limits)
+    await store.claim_next(now=T0)
+    await queue(store, 1, limits=limits)
+
+
+async def test_retry_at_is_exact_at_the_edge_of_the_hour(store):
+    """With 2 per hour, the slot frees exactly at created_at + 3600 of the older job; a second earlier is refused."""
+    limits = Limits(jobs_per_hour=2, max_queued=10)
+    await queue(store, 1, limits=limits, now=T0)
+    await queue(store, 1, limits=limits, now=T0 + 600)
+
+    with pytest.raises(RateLimited) as refusal:
+        await queue(store, 1, limits=limits, now=T0 + 3599)
+    assert refusal.value.retry_at == T0 + 3600
+    assert str(refusal.value) == (
+        f"You've used your 2 requests per hour in this channel. Try again <t:{int(T0) + 3600}:R>."
+    )
+
+    await queue(store, 1, limits=limits, now=T0 + 3600)
+    with pytest.raises(RateLimited) as refusal:  # now the T0+600 and T0+3600 jobs fill the window
+        await queue(store, 1, limits=limits, now=T0 + 3601)
+    assert refusal.value.retry_at == T0 + 600 + 3600
+
+
+async def test_hourly_limit_is_per_channel(store):
+    """Using up the hourly limit in one channel does not refuse the same user in another channel."""
+    limits = Limits(jobs_per_hour=1)
+    await queue(store, 1, channel_id=10, limits=limits)
+    with pytest.raises(RateLimited):
+        await queue(store, 1, channel_id=10, limits=limits, now=T0 + 1)
+    await queue(store, 1, channel_id=11, limits=limits, now=T0 + 1)
+
+
+async def test_failed_jobs_do_not_count_against_the_hourly_limit(store):
+    """A job that failed gives its hourly slot back; a cancelled one does not."""
+    limits = Limits(jobs_per_hour=1)
+    job = await queue(store, 1, limits=limits)
+    await store.fail_job(job.id, "CUDA out of memory", now=T0 + 1)
+    job = await queue(store, 1, limits=limits, now=T0 + 2)
+    await store.cancel_job(job.id, now=T0 + 3)
+    with pytest.raises(RateLimited):
+        await queue(store, 1, limits=limits, now=T0 + 4)
+
+
+async def test_disabled_channel_refuses_with_a_sentence(store):
+    """A channel with the bot disabled refuses every request with a UserError."""
+    with pytest.raises(UserError, match="turned off"):
+        await queue(store, 1, limits=Limits(enabled=False))
+
+
+async def test_button_job_records_its_parent_and_a_missing_parent_is_refused(store):
+    """A job made from a button points at its parent; a parent that does not exist raises JobNotFound."""
+    parent = await queue(store, 1)
+    child = await store.admit(kind="upscale", user_id=1, guild_id=1, channel_id=10, recipe={"index": 2},
+                              limits=OPEN, parent_id=parent.id, interaction_token="s3cret", token_expires_at=T0 + 900,
+                              now=T0)
+    assert (child.kind, child.parent_id, child.interaction_token, child.token_expires_at) == (
+        "upscale", parent.id, "s3cret", T0 + 900)
+    assert "s3cret" not in repr(child)
+    with pytest.raises(JobNotFound):
+        await store.admit(kind="variation", user_id=1, guild_id=1, channel_id=10, recipe={}, limits=OPEN,
+                          parent_id=999)
+
+
+# --- the queue --------------------------------------------------------------------------------------------------
+
+
+async def test_fair_order_round_robins_users_and_positions_predict_it(store):
+    """A has 5 jobs, B 2, C 1, queued in that order: they run A B C A B A A A, as queue_position said beforehand."""
+    jobs = {}
+    for user, count in (("A", 5), ("B", 2), ("C", 1)):
+        for _ in range(count):
+            job = await queue(store, ord(user))
+            jobs[job.id] = user
+    positions = {job_id: await store.queue_position(job_id) for job_id in jobs}
+    predicted = sorted(jobs, key=positions.get)
+    assert sorted(positions.values()) == list(range(1, 9))
+
+    claimed = []
+    for n in range(len(jobs)):
+        job = await store.claim_next(now=T0 + n)
+        assert await store.queue_position(job.id) == 0
+        claimed.append(job.id)
+        await store.finish_job(job.id, images=[], grid=None, result={}, now=T0 + n + 0.5)
+    assert await store.claim_next(now=T0 + 100) is None
+
+    assert "".join(jobs[job_id] for job_id in claimed) == "ABCABAAA"
+    assert claimed == predicted
+
+
+async def test_user_who_waited_longest_since_their_last_job_goes_first(store):
+    """Among users who have run before, the one whose last job started longest ago goes first; newcomers before both."""
+    for user in (1, 2):
+        await queue(store, user)
+        await store.claim_next(now=T0 + user)  # user 1 started at T0+1, user 2 at T0+2
+    late_2 = await queue(store, 2, now=T0 + 10)  # user 2 queues first this time...
+    late_1 = await queue(store, 1, now=T0 + 11)
+    newcomer = await queue(store, 3, now=T0 + 12)
+
+    assert [(await store.claim_next(now=T0 + 20 + n)).id for n in range(3)] == [newcomer.id, late_1.id, late_2.id]
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_queue_position_always_agrees_with_claim_order(store, seed):
+    """Under random arrivals, claims, cancels and a restart, claim_next always takes the job at position 1."""
+    rng = random.Random(seed)
+    now = T0
+    for _ in range(120):
+        now += 1
+        action = rng.random()
+        if action < 0.5:
+            await queue(store, rng.randint(1, 5), now=now)
+        elif action < 0.9:
+            waiting = [job for job in await store.unfinished_jobs() if job.status == "queued"]
+            positions = {job.id: await store.queue_position(job.id) for job in waiting}
+            assert sorted(positions.values()) == list(range(1, len(waiting) + 1))
+            job = await store.claim_next(now=now)
+            assert (job and positions[job.id]) == (1 if waiting else None)
+            if job and rng.random() < 0.7:
+                await store.finish_job(job.id, images=[], grid=None, result={}, now=now)
+        elif action < 0.95:
+            waiting = await store.unfinished_jobs()
+            if waiting:
+                await store.cancel_job(rng.choice(waiting).id, now=now)
+        else:
+            await store.recover(now=now)
+
+
+async def test_queued_and_running_jobs_survive_a_restart(tmp_path):
+    """Closing the database mid-job loses nothing: recover() requeues the running job ahead of the others."""
+    path = tmp_path / "imagine.db"
+    async with await Store.open(path) as store:
+        first = await queue(store, 1, now=T0)
+        second = await queue(store, 2, now=T0 + 1)
+        third = await queue(store, 1, now=T0 + 2)
+        running = await store.claim_next(now=T0 + 3)
+        await store.set_message(second.id, 555)
+    assert running.id == first.id
+
+    async with await Store.open(path) as store:
+        newcomer = await queue(store, 3, now=T0 + 4)  # arrived during the restart, has never run anything
+        recovered = await store.recover(now=T0 + 5)
+
+        # The interrupted job first; then users who never ran (oldest job first); then user 1 again.
+        expected = [first.id, second.id, newcomer.id, third.id]
+        assert [job.id for job in recovered] == expected
+        assert all(job.status == "queued" and job.started_at is None for job in recovered)
+        assert recovered[1].message_id == 555
+        assert [await store.queue_position(job_id) for job_id in expected] == [1, 2, 3, 4]
+        assert [(await store.claim_next(now=T0 + 6 + n)).id for n in range(4)] == expected
+
+
+async def test_cancel_only_stops_waiting_or_running_jobs(store):
+    """Queued and running jobs can be cancelled; a finished or unknown job gives None."""
+    queued = await queue(store, 1)
+    running = await queue(store, 2)
+    assert (await store.claim_next(now=T0)).id == queued.id
+    assert (await store.cancel_job(queued.id, now=T0 + 1)).status == "cancelled"
+    assert (await store.cancel_job(running.id)).status == "cancelled"
+    assert await store.cancel_job(running.id) is None
+    assert await store.cancel_job(12345) is None
+    assert await store.queue_position(running.id) is None
+    assert await store.claim_next() is None
+
+
+async def test_user_jobs_lists_running_then_queued_with_positions(store):
+    """/queue shows a user's running job at position 0 and their queued jobs at their queue positions."""
+    a1 = await queue(store, 1)
+    b1 = await queue(store, 2)
+    a2 = await queue(store, 1)
+    await store.admit(kind="imagine", user_id=1, guild_id=99, channel_id=5, recipe={}, limits=OPEN, now=T0)
+    await store.claim_next(now=T0)
+
+    assert [(job.id, position) for job, position in await store.user_jobs(1, 1)] == [(a1.id, 0), (a2.id, 2)]
+    assert [(job.id, position) for job, position in await store.user_jobs(2, 1)] == [(b1.id, 1)]
+
+
+async def test_failing_a_job_records_the_error(store):
+    """fail_job marks the job failed with its error and end time; failing it again changes nothing."""
+    job = await queue(store, 1)
+    await store.claim_next(now=T0)
+    failed = await store.fail_job(job.id, "the engine crashed", now=T0 + 5)
+    assert (failed.status, failed.error, failed.finished_at) == ("failed", "the engine crashed", T0 + 5)
+    assert (await store.fail_job(job.id, "again", now=T0 + 6)).error == "the engine crashed"
+    with pytest.raises(JobNotFound):
+        await store.fail_job(999, "nope")
+
+
+# --- images -----------------------------------------------------------------------------------------------------
+
+
+async def test_finished_job_images_are_written_read_and_pruned(tmp_path):
+    """finish_job writes 1..n.png and grid.png; after pruning, the files are gone and reading raises ImagesGone."""
+    images_dir = tmp_path / "pictures"
+    async with await Store.open(tmp_path / "imagine.db", images_dir=images_dir) as store:
+        old = await queue(store, 1)
+        recent = await queue(store, 2)
+        await store.claim_next(now=T0)
+        await store.claim_next(now=T0)
+        done = await store.finish_job(old.id, images=[b"png1", b"png2"], grid=b"grid", result={"seeds": [1, 2]},
+                                      now=T0 + 10)
+        await store.finish_job(recent.id, images=[b"x"], grid=None, result={}, now=T0 + 5 * 86400)
+
+        assert (done.status, done.result, done.image_count, done.finished_at) == ("done", {"seeds": [1, 2]}, 2, T0 + 10)
+        assert sorted(p.name for p in (images_dir / str(old.id)).iterdir()) == ["1.png", "2.png", "grid.png"]
+        assert await store.image(old.id, 2) == b"png2"
+        assert await store.grid(old.id) == b"grid"
+        with pytest.raises(ValueError):
+            await store.image(old.id, 3)
+
+        assert await store.prune_images(older_than_days=3, now=T0 + 6 * 86400) == 1
+
+        assert not (images_dir / str(old.id)).exists()
+        assert (await store.get_job(old.id)).image_count == 0 and (await store.get_job(old.id)).images_pruned
+        with pytest.raises(ImagesGone, match="cleaned up after 3 days"):
+            await store.image(old.id, 1)
+        with pytest.raises(ImagesGone):
+            await store.grid(old.id)
+        assert await store.image(recent.id, 1) == b"x"
+        assert await store.prune_images(older_than_days=3, now=T0 + 6 * 86400) == 0
+        with pytest.raises(JobNotFound):
+            await store.image(999, 1)
+
+
+async def test_missing_image_files_raise_images_gone(store):
+    """If someone deleted a job's files by hand, reading them raises ImagesGone rather than a file error."""
+    job = await queue(store, 1)
+    await store.claim_next(now=T0)
+    await store.finish_job(job.id, images=[b"a"], grid=b"g", result={}, now=T0)
+    shutil.rmtree(store.images_dir / str(job.id))
+    with pytest.raises(ImagesGone):
+        await store.image(job.id, 1)
+
+
+async def test_images_of_a_job_cancelled_while_running_are_not_kept(store):
+    """A job cancelled while it ran stays cancelled when the engine finishes it, and no files are left."""
+    job = await queue(store, 1)
+    await store.claim_next(now=T0)
+    await store.cancel_job(job.id)
+    finished = await store.finish_job(job.id, images=[b"a"], grid=b"g", result={}, now=T0)
+    assert finished.status == "cancelled"
+    assert not (store.images_dir / str(job.id)).exists()
+
+
+# --- settings ---------------------------------------------------------------------------------------------------
+
+
+async def test_limits_precedence_is_defaults_then_server_then_channel(store):
+    """A channel setting beats the server default, which beats the built-in default; resets fall back a level."""
+    assert await store.limits_for(1, 10) == Limits()
+    await store.set_limit(1, None, "jobs_per_hour", 5)
+    await store.set_limit(1, None, "max_steps", 30)
+    await store.set_limit(1, 10, "jobs_per_hour", 3)
+    await store.set_limit(1, 10, "nsfw_allowed", True)
+
+    assert await store.limits_for(1, 10) == Limits(jobs_per_hour=3, max_steps=30, nsfw_allowed=True)
+    assert await store.limits_for(1, 11) == Limits(jobs_per_hour=5, max_steps=30)
+    assert await store.limits_for(2, 10) == Limits()
+    shown = await store.limit_overrides(1, 10)
+    assert shown["jobs_per_hour"] == (3, "channel")
+    assert shown["max_steps"] == (30, "server")
+    assert shown["max_side"] == (1024, "default")
+
+    assert await store.reset_limits(1, 10, "jobs_per_hour") == 1
+    assert (await store.limits_for(1, 10)).jobs_per_hour == 5
+    assert await store.reset_limits(1, None) == 2
+    assert await store.limits_for(1, 10) == Limits(nsfw_allowed=True)
+    assert await store.reset_limits(1, 10) == 1
+    assert await store.limits_for(1, 10) == Limits()
+
+
+async def test_limit_values_are_validated_with_readable_sentences(store):
+    """Unknown keys, wrong types and out-of-range values are refused as InvalidLimit; text values are parsed."""
+    for key, value, message in [
+        ("speed", 1, "There is no limit called 'speed'"),
+        ("max_steps", 0, "'max_steps' must be from 1 to 150, got 0."),
+        ("max_steps", "many", "'max_steps' must be a whole number from 1 to 150, got 'many'."),
+        ("max_side", True, "'max_side' must be a whole number"),
+        ("enabled", 2, "'enabled' is on or off (true/false), got '2'."),
+    ]:
+        with pytest.raises(InvalidLimit) as refusal:
+            await store.set_limit(1, 10, key, value)
+        assert str(refusal.value).startswith(message)
+        assert isinstance(refusal.value, UserError) and isinstance(refusal.value, ValueError)
+    with pytest.raises(InvalidLimit):
+        await store.reset_limits(1, 10, "speed")
+
+    await store.set_limit(1, 10, "enabled", "off")
+    await store.set_limit(1, 10, "max_side", " 768 ")
+    assert await store.limits_for(1, 10) == Limits(enabled=False, max_side=768)
+
+
+async def test_banned_words_are_normalised_and_per_server(store):
+    """Banned words are stored lower-case and single-spaced, once per server, and can be removed."""
+    assert await store.add_banned_word(1, "  Gore ") is True
+    assert await store.add_banned_word(1, "gore") is False
+    assert await store.add_banned_word(1, "Blood   Bath") is True
+    assert await store.banned_words(1) == ["blood bath", "gore"]
+    assert await store.banned_words(2) == []
+    with pytest.raises(UserError):
+        await store.add_banned_word(1, "   ")
+
+    assert await store.remove_banned_word(1, "GORE") is True
+    assert await store.remove_banned_word(1, "gore") is False
+    assert await store.banned_words(1) == ["blood bath"]
+
+
+async def test_meta_values_persist_across_reopen(tmp_path):
+    """set_meta stores a small value (e.g. the synced command tree hash) that survives reopening."""
+    async with await Store.open(tmp_path / "imagine.db") as store:
+        assert await store.get_meta("command_tree_hash") is None
+        await store.set_meta("command_tree_hash", "abc")
+        await store.set_meta("command_tree_hash", "def")
+    async with await Store.open(tmp_path / "imagine.db") as store:
+        assert await store.get_meta("command_tree_hash") == "def"
+
+
+async def test_store_imports_neither_discord_nor_torch_nor_engine():
+    """The store module depends on aiosqlite and the errors module only."""
+    source = (Path(__file__).parents[2] / "bot" / "store.py").read_text()
+    for name in ("discord", "torch", "engine"):
+        assert f"import {name}" not in source and f"from {name}" not in source
