@@ -97,6 +97,7 @@ class Engine:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._jobs: dict[object, _Job] = {}  # queued and running, by job id
         self._running: _Job | None = None
+        self._device = settings.device  # the resolved device once started
 
     # -- life cycle -------------------------------------------------------------------------------------------
 
@@ -113,6 +114,7 @@ class Engine:
             await asyncio.to_thread(self._worker.join)
             self._worker = None
             raise
+        self._device = self._runner.device
         log.info(
             "engine ready: model %s on %s (%s), %s, defaults %d steps, guidance %g, %dpx",
             self._runner.defaults.model, self._runner.device, self._runner.dtype_name,
@@ -155,7 +157,7 @@ class Engine:
     @property
     def device(self) -> str:
         """The device the pipeline runs on ("cuda", "mps", "cpu"); before start(), the setting ("auto", ...)."""
-        return self._runner.device if self._runner is not None else self.settings.device
+        return self._device
 
     @property
     def queued(self) -> int:

@@ -1,0 +1,56 @@
+"""Settings from the environment and request validation: errors that say what to change."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import EngineSettings, Request
+from engine.jobs import size_for_aspect
+
+
+def test_settings_from_env_reads_typed_values():
+    """IMAGINE_* keys become typed settings; missing or empty keys keep their defaults."""
+    settings = EngineSettings.from_env({
+        "IMAGINE_MODEL": "/models/sd15", "IMAGINE_DEVICE": "CPU", "IMAGINE_STEPS": "12", "IMAGINE_GUIDANCE": "5.5",
+        "IMAGINE_CPU_OFFLOAD": "yes", "IMAGINE_SAFETY_CHECKER": "false", "IMAGINE_SIZE": "", "UNRELATED": "x",
+    })
+    assert settings == EngineSettings(model="/models/sd15", device="cpu", steps=12, guidance=5.5, cpu_offload=True,
+                                      safety_checker=False)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"IMAGINE_STEPS": "abc"}, "IMAGINE_STEPS must be a whole number, got 'abc'"),
+    ({"IMAGINE_CPU_OFFLOAD": "maybe"}, "IMAGINE_CPU_OFFLOAD must be true or false, got 'maybe'"),
+    ({"IMAGINE_DEVICE": "tpu"}, "IMAGINE_DEVICE must be one of auto, cuda, mps, cpu, got 'tpu'"),
+    ({"IMAGINE_UPSCALE_STRENGTH": "2"}, "IMAGINE_UPSCALE_STRENGTH must be in (0, 1], got 2.0"),
+])
+def test_settings_from_env_bad_value_is_one_readable_line(env, message):
+    """A bad IMAGINE_* value raises ValueError naming the key, what it must be, and what it got."""
+    with pytest.raises(ValueError) as info:
+        EngineSettings.from_env(env)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"kind": "imagine", "width": 500, "seeds": (1,)}, "width must be a multiple of 8 and at least 64, got 500"),
+    ({"kind": "imagine", "seeds": ()}, "imagine needs 1 to 4 seeds, got 0"),
+    ({"kind": "upscale", "seeds": (1, 2)}, "upscale needs 1 seed, got 2"),
+    ({"kind": "variation", "seeds": (1,), "strength": 0.5}, "variation needs init_image"),
+    ({"kind": "variation", "seeds": (1,), "init_image": b"png"}, "variation needs strength"),
+    ({"kind": "imagine", "seeds": (-1,)}, "seeds must be whole numbers from 0 to 2\\*\\*63-1, got -1"),
+    ({"kind": "paint", "seeds": (1,)}, "kind must be one of imagine, reroll, variation, upscale, got 'paint'"),
+])
+def test_request_validation_teaches(kwargs, message):
+    """Building an invalid Request raises ValueError with a sentence that says what is wrong."""
+    with pytest.raises(ValueError, match=message):
+        Request(prompt="a fox", **kwargs)
+
+
+def test_size_for_aspect_keeps_area_and_multiples_of_8():
+    """size_for_aspect keeps about native^2 pixels in multiples of 8, and rejects nonsense ratios."""
+    assert size_for_aspect(512, "1:1") == (512, 512)
+    width, height = size_for_aspect(512, "16:9")
+    assert (width % 8, height % 8) == (0, 0) and width > height
+    assert abs(width * height - 512 * 512) / (512 * 512) < 0.05
+    with pytest.raises(ValueError, match="must look like 16:9"):
+        size_for_aspect(512, "wide")
