@@ -1,0 +1,8 @@
+"""A loopback Discord for tests: the real discord.py client logs in, syncs commands and answers interactions."""
+
+from .interactions import Ack, Interaction, StandinError
+from .model import Attachment, Channel, Member, Message, MessageVersion, Role, User
+from .server import DiscordStandin, RecordedRequest
+
+__all__ = ["Ack", "Attachment", "Channel", "DiscordStandin", "Interaction", "Member", "Message", "MessageVersion",
+           "RecordedRequest", "Role", "StandinError", "User"]

@@ -1,0 +1,304 @@
+"""The Discord stand-in, driven by a tiny real discord.py bot over loopback: Discord's rules hold for it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import discord as dpy
+import pytest
+import pytest_asyncio
+from discord import app_commands, ui
+from discord.ext import commands
+from PIL import Image
+
+from tests.discord_standin import DiscordStandin, StandinError
+
+Handler = Callable[..., Awaitable[None]]
+
+
+def png(width: int = 64, height: int = 48) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "orange").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class Reroll(ui.DynamicItem[ui.Button], template=r"tiny:reroll:(?P<job>\d+)"):
+    """A persistent button: its state lives in the custom_id, so any bot process can answer a click."""
+
+    def __init__(self, job: int) -> None:
+        super().__init__(ui.Button(label="Reroll", emoji="🔄", custom_id=f"tiny:reroll:{job}"))
+        self.job = job
+
+    @classmethod
+    async def from_custom_id(cls, interaction: dpy.Interaction, item: ui.Item, match) -> "Reroll":
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: dpy.Interaction) -> None:
+        interaction.client.clicks.append((interaction.user.name, self.job))
+        await interaction.response.send_message(f"rerolling job {self.job}")
+
+
+limits = app_commands.Group(name="limits", description="Per-user limits",
+                            default_permissions=dpy.Permissions(manage_channels=True))
+
+
+@limits.command(name="set", description="Set the hourly job limit")
+async def limits_set(interaction: dpy.Interaction, jobs_per_hour: app_commands.Range[int, 1, 100]) -> None:
+    interaction.client.seen.append(("limits set", {"jobs_per_hour": jobs_per_hour}))
+    await interaction.response.send_message(f"limit is now {jobs_per_hour}", ephemeral=True)
+
+
+@app_commands.command(description="Draw a picture")
+@app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ("1:1", "16:9")])
+async def imagine(interaction: dpy.Interaction, prompt: str, aspect: str = "1:1", steps: int = 20) -> None:
+    bot: TinyBot = interaction.client  # type: ignore[assignment]
+    bot.seen.append(("imagine", {"prompt": prompt, "aspect": aspect, "steps": steps,
+                                 "channel": interaction.channel.name, "user": interaction.user.name}))
+    try:
+        await bot.on_imagine(interaction)
+    except Exception as error:  # the test asserts on what Discord refused
+        bot.failures.put_nowait(error)
+
+
+class TinyBot(commands.Bot):
+    """One global slash command, one guild command group, one persistent button."""
+
+    def __init__(self, guild_id: int) -> None:
+        # discord.py waits guild_ready_timeout (2 s by default) after the last GUILD_CREATE before on_ready.
+        super().__init__(command_prefix=commands.when_mentioned, intents=dpy.Intents.default(),
+                         guild_ready_timeout=0.1)
+        self.guild_id = guild_id
+        self.seen: list[tuple[str, dict]] = []
+        self.clicks: list[tuple[str, int]] = []
+        self.failures: asyncio.Queue[Exception] = asyncio.Queue()
+        self.on_imagine: Handler = self.reply_done
+
+    async def reply_done(self, interaction: dpy.Interaction) -> None:
+        await interaction.response.send_message("done")
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """No 5 s pause before a re-IDENTIFY: the stand-in has no identify rate limit to respect."""
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(Reroll)
+        self.tree.add_command(imagine)
+        self.tree.add_command(limits, guild=dpy.Object(self.guild_id))
+        await self.tree.sync()
+        await self.tree.sync(guild=dpy.Object(self.guild_id))
+
+    async def failure(self, timeout: float = 5.0) -> Exception:
+        return await asyncio.wait_for(self.failures.get(), timeout)
+
+
+async def start_bot(discord: DiscordStandin) -> tuple[TinyBot, asyncio.Task]:
+    bot = TinyBot(discord.guild.id)
+    task = asyncio.create_task(bot.start(discord.token))
+    ready = asyncio.create_task(bot.wait_until_ready())
+    done, _ = await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        ready.cancel()
+        task.result()  # raises the login/connect error
+    assert ready in done, "the tiny bot did not become ready"
+    return bot, task
+
+
+async def stop_bot(bot: TinyBot, task: asyncio.Task) -> None:
+    await bot.close()
+    await asyncio.wait_for(task, 5)
+
+
+@pytest_asyncio.fixture
+async def bot(discord: DiscordStandin) -> AsyncIterator[TinyBot]:
+    bot, task = await start_bot(discord)
+    yield bot
+    await stop_bot(bot, task)
+
+
+async def test_bot_logs_in_over_a_compressed_gateway_and_syncs_global_and_guild_commands(discord, bot):
+    """Login, READY + GUILD_CREATE over zlib-stream, and both command syncs land in the stand-in."""
+    assert bot.user.id == discord.bot_user.id
+    guild = bot.get_guild(discord.guild.id)
+    assert {c.name for c in guild.text_channels} == {"general", "art", "nsfw-art"}
+    assert guild.get_channel(discord.channel("nsfw-art").id).is_nsfw()
+    assert guild.me.id == bot.user.id and guild.get_role(discord.guild.role("Moderator").id).permissions.manage_channels
+    assert discord.gateway_queries[0]["compress"] == "zlib-stream"
+    assert [c["name"] for c in discord.global_commands] == ["imagine"]
+    assert [c["name"] for c in discord.guild_commands[discord.guild.id]] == ["limits"]
+    assert discord.requests_to("/users/@me", "GET") and discord.requests_to("/oauth2/applications/@me", "GET")
+
+
+async def test_slash_options_reach_the_handler_and_a_deferred_followup_brings_a_file(discord, bot):
+    """Options arrive typed; defer, then a follow-up with a PNG fills in the 'thinking' message."""
+
+    async def defer_then_file(interaction: dpy.Interaction) -> None:
+        await interaction.response.defer()
+        await interaction.followup.send("here it is", file=dpy.File(io.BytesIO(png()), "fox.png"))
+
+    bot.on_imagine = defer_then_file
+    i = await discord.slash(discord.alice, "art", "imagine", prompt="a fox", aspect="16:9", steps=30)
+    ack = await i.acked()
+    message = await i.wait_for(lambda m: m.attachments)
+    assert bot.seen == [("imagine", {"prompt": "a fox", "aspect": "16:9", "steps": 30,
+                                     "channel": "art", "user": "alice"})]
+    assert ack.type == 5 and ack.elapsed < 3
+    assert message is await i.response_message() and message.content == "here it is"
+    attachment = message.attachments[0]
+    assert (attachment.filename, attachment.width, attachment.height) == ("fox.png", 64, 48)
+    assert attachment.image().size == (64, 48)
+    assert message.history[0].loading and not message.ephemeral
+
+
+async def test_a_moderator_runs_a_guild_subcommand_that_plain_members_cannot_see(discord, bot):
+    """`/limits set` reaches its handler for a moderator; Discord hides it from alice."""
+    i = await discord.slash(discord.mod, "general", "limits set", jobs_per_hour=2)
+    reply = await i.wait_for(lambda m: "limit" in m.content)
+    assert bot.seen == [("limits set", {"jobs_per_hour": 2})]
+    assert reply.ephemeral and i.ephemeral
+    with pytest.raises(StandinError, match="cannot see /limits"):
+        await discord.slash(discord.alice, "general", "limits set", jobs_per_hour=2)
+    with pytest.raises(StandinError, match="no option 'colour'"):
+        await discord.slash(discord.alice, "general", "imagine", prompt="x", colour="red")
+
+
+async def test_a_first_response_after_three_seconds_is_refused_as_unknown_interaction(discord, bot):
+    """A handler that answers 3.2 s late gets NotFound 10062, and the interaction stays unacknowledged."""
+
+    async def answer_late(interaction: dpy.Interaction) -> None:
+        await asyncio.sleep(3.2)  # the lateness is the thing under test
+        await interaction.response.send_message("too late")
+
+    bot.on_imagine = answer_late
+    i = await discord.slash(discord.alice, "general", "imagine", prompt="slow fox")
+    error = await bot.failure(timeout=6)
+    assert isinstance(error, dpy.NotFound) and error.code == 10062
+    assert i.ack is None and i.refusals[0]["code"] == 10062
+
+
+async def test_a_second_initial_response_is_refused_as_already_acknowledged(discord, bot):
+    """Two racing initial responses: one lands, the other gets 400 / 40060."""
+
+    async def answer_twice(interaction: dpy.Interaction) -> None:
+        results = await asyncio.gather(interaction.response.send_message("one"),
+                                       interaction.response.send_message("two"), return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+    bot.on_imagine = answer_twice
+    i = await discord.slash(discord.alice, "general", "imagine", prompt="twice")
+    error = await bot.failure()
+    assert isinstance(error, dpy.HTTPException) and (error.status, error.code) == (400, 40060)
+    assert (await i.response_message()).content in ("one", "two") and len(i.messages) == 1
+
+
+async def test_an_attachment_over_the_upload_limit_is_refused_with_413(discord, bot):
+    """With a 1 KiB limit, a 2 KiB file gets 413 / 40005."""
+    discord.upload_limit = 1024
+
+    async def send_big_file(interaction: dpy.Interaction) -> None:
+        await interaction.response.send_message(file=dpy.File(io.BytesIO(b"x" * 2048), "big.bin"))
+
+    bot.on_imagine = send_big_file
+    await discord.slash(discord.alice, "general", "imagine", prompt="huge")
+    error = await bot.failure()
+    assert isinstance(error, dpy.HTTPException) and (error.status, error.code) == (413, 40005)
+
+
+async def test_a_burst_of_edits_is_rate_limited_and_discord_py_retries_until_all_land(discord, bot):
+    """Webhook and channel message edits past the per-channel limit get 429s that discord.py waits out."""
+    discord.edit_limit, discord.edit_window = 2, 0.3
+
+    async def show_progress(interaction: dpy.Interaction) -> None:
+        await interaction.response.send_message("0%")
+        for percent in (25, 50, 75, 100):
+            await interaction.edit_original_response(content=f"{percent}%")
+        status = await interaction.channel.send("queue: 3")
+        for left in (2, 1, 0):
+            await status.edit(content=f"queue: {left}")
+
+    bot.on_imagine = show_progress
+    i = await discord.slash(discord.alice, "general", "imagine", prompt="progress")
+    final = await i.wait_for(lambda m: m.content == "100%")
+    status = await discord.wait_for_message("general", lambda m: m.content == "queue: 0")
+    assert [v.content for v in final.history] == ["0%", "25%", "50%", "75%"]
+    assert status.edits == 3
+    for route in ("/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}",
+                  "/channels/{channel_id}/messages/{message_id}"):
+        statuses = [r.status for r in discord.requests_to(route, "PATCH")]
+        assert 429 in statuses and statuses[-1] == 200 and statuses.index(429) < len(statuses) - 1
+
+
+async def test_a_token_older_than_fifteen_minutes_is_refused_as_invalid(discord, bot):
+    """After `expire_token`, a follow-up gets 401 / 50027."""
+    go_on = asyncio.Event()
+
+    async def defer_then_wait(interaction: dpy.Interaction) -> None:
+        await interaction.response.defer(thinking=True)
+        await go_on.wait()
+        await interaction.followup.send("finally")
+
+    bot.on_imagine = defer_then_wait
+    i = await discord.slash(discord.alice, "general", "imagine", prompt="slow")
+    await i.acked()
+    discord.expire_token(i)
+    go_on.set()
+    error = await bot.failure()
+    assert isinstance(error, dpy.HTTPException) and (error.status, error.code) == (401, 50027)
+
+
+async def test_a_button_click_on_a_bot_message_reaches_the_dynamic_item(discord, bot):
+    """bob clicks 🔄 on alice's result; the DynamicItem answers with the job from its custom_id."""
+
+    async def post_with_button(interaction: dpy.Interaction) -> None:
+        view = ui.View(timeout=None)
+        view.add_item(Reroll(7))
+        await interaction.response.send_message("a fox", view=view)
+
+    bot.on_imagine = post_with_button
+    i = await discord.slash(discord.alice, "general", "imagine", prompt="a fox")
+    result = await i.response_message()
+    assert [b["custom_id"] for b in result.buttons] == ["tiny:reroll:7"]
+    click = await discord.click(discord.bob, result, "🔄")
+    reply = await click.wait_for(lambda m: m.content.startswith("rerolling"))
+    assert reply.content == "rerolling job 7" and bot.clicks == [("bob", 7)]
+    assert (await click.acked()).type == 4
+
+
+async def test_a_restarted_bot_logs_in_again_and_answers(discord, bot):
+    """Close the bot, start another client: a fresh IDENTIFY gets READY and the new client answers."""
+    await bot.close()
+    second, task = await start_bot(discord)
+    try:
+        i = await discord.slash(discord.alice, "general", "imagine", prompt="again")
+        assert (await i.response_message()).content == "done"
+        assert discord.identifies == 2 and second.seen and not bot.seen
+    finally:
+        await stop_bot(second, task)
+
+
+async def test_a_dropped_connection_is_refused_resume_and_the_bot_identifies_again(discord, bot):
+    """Discord drops the socket; the RESUME gets op 9 and discord.py re-identifies and keeps working."""
+    await discord.disconnect_clients()
+    await discord.wait_for_connection(identifies=2)
+    i = await discord.slash(discord.bob, "general", "imagine", prompt="after the drop")
+    assert (await i.response_message()).content == "done"
+    assert discord.resumes == 1
+
+
+async def test_unknown_routes_get_discords_404_and_are_recorded(discord, bot):
+    """A route the stand-in lacks answers 404 / code 0 and shows up in `unknown_routes`."""
+    discord.allow_unknown_routes = True
+    with pytest.raises(dpy.NotFound) as refused:
+        await bot.http.request(dpy.http.Route("GET", "/stickers/{sticker_id}", sticker_id=1))
+    assert refused.value.code == 0 and refused.value.text == "404: Not Found"
+    assert [r.path for r in discord.unknown_routes] == ["/stickers/1"]
+
+
+async def test_a_wrong_token_cannot_log_in(discord):
+    """Any token but the stand-in's gets 401 and discord.py reports LoginFailure."""
+    stranger = TinyBot(discord.guild.id)
+    with pytest.raises(dpy.LoginFailure):
+        await stranger.login("not-the-token")
+    await stranger.close()
