@@ -50,6 +50,7 @@ class Interaction:
         self.original: Message | None = None
         self.followups: list[Message] = []
         self.refusals: list[dict[str, Any]] = []  # Discord errors this interaction's requests got
+        self.source_edited = False  # whether this interaction has edited the clicked message
 
     # -- what a test asks --------------------------------------------------------------------------------------
 
@@ -64,7 +65,10 @@ class Interaction:
     @property
     def messages(self) -> list[Message]:
         """The original response (if any) and every follow-up, oldest first."""
-        found = [self.original] if self.original is not None else []
+        # After a click answered with a (deferred) update, @original is the clicked message: it counts as this
+        # interaction's message only once the interaction has edited it.
+        untouched_source = self.original is self.source_message and not self.source_edited
+        found = [self.original] if self.original is not None and not untouched_source else []
         found += [m for m in self.followups if m is not self.original]
         return [m for m in found if not m.deleted]
 

@@ -1043,6 +1043,7 @@ class DiscordStandin:
             message = interaction.source_message
             interaction.original = message
             if kind == 7 and message is not None:
+                interaction.source_edited = True
                 await self._edit_message(message, data, body.files)
         interaction.ack = Ack(kind, elapsed)
         if message is not None and kind in (4, 5):
@@ -1116,6 +1117,8 @@ class DiscordStandin:
         interaction = self._webhook_interaction(webhook_id, webhook_token)
         message = self._interaction_message(interaction, message_id)
         self._charge_edit(message.channel_id)
+        if message is interaction.source_message:
+            interaction.source_edited = True
         await self._edit_message(message, body.json or {}, body.files)
         return copy.deepcopy(message.data)
 

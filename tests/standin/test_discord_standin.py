@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import discord as dpy
 import pytest
@@ -37,7 +40,7 @@ class Reroll(ui.DynamicItem[ui.Button], template=r"tiny:reroll:(?P<job>\d+)"):
 
     async def callback(self, interaction: dpy.Interaction) -> None:
         interaction.client.clicks.append((interaction.user.name, self.job))
-        await interaction.response.send_message(f"rerolling job {self.job}")
+        await interaction.client.on_click(interaction, self.job)
 
 
 limits = app_commands.Group(name="limits", description="Per-user limits",
@@ -74,9 +77,13 @@ class TinyBot(commands.Bot):
         self.clicks: list[tuple[str, int]] = []
         self.failures: asyncio.Queue[Exception] = asyncio.Queue()
         self.on_imagine: Handler = self.reply_done
+        self.on_click: Handler = self.reply_rerolling
 
     async def reply_done(self, interaction: dpy.Interaction) -> None:
         await interaction.response.send_message("done")
+
+    async def reply_rerolling(self, interaction: dpy.Interaction, job: int) -> None:
+        await interaction.response.send_message(f"rerolling job {job}")
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         """No 5 s pause before a re-IDENTIFY: the stand-in has no identify rate limit to respect."""
@@ -264,6 +271,37 @@ async def test_a_button_click_on_a_bot_message_reaches_the_dynamic_item(discord,
     reply = await click.wait_for(lambda m: m.content.startswith("rerolling"))
     assert reply.content == "rerolling job 7" and bot.clicks == [("bob", 7)]
     assert (await click.acked()).type == 4
+
+
+async def test_a_click_answered_with_a_deferred_update_edits_the_clicked_message(discord, bot):
+    """defer() on a click then edit_original_response changes the clicked message itself."""
+
+    async def post_with_button(interaction: dpy.Interaction) -> None:
+        await interaction.response.send_message("a fox", view=ui.View(timeout=None).add_item(Reroll(3)))
+
+    async def mark_done(interaction: dpy.Interaction, job: int) -> None:
+        await interaction.response.defer()
+        await interaction.edit_original_response(content=f"job {job} rerolled", view=None)
+
+    bot.on_imagine, bot.on_click = post_with_button, mark_done
+    result = await (await discord.slash(discord.alice, "art", "imagine", prompt="a fox")).response_message()
+    click = await discord.click(discord.alice, result, "Reroll")
+    edited = await click.wait_for(lambda m: True)
+    assert edited is result and edited.content == "job 3 rerolled" and edited.buttons == []
+    assert (await click.acked()).type == 6 and edited.history[0].buttons
+
+
+async def test_a_bot_in_its_own_process_logs_in_and_answers(discord):
+    """`python -m` style: a bot process given only DISCORD_* variables answers a slash command."""
+    env = {**os.environ, **discord.env, "PYTHONPATH": str(Path(__file__).parents[2])}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.standin.process_bot", env=env)
+    try:
+        await discord.wait_for_connection(timeout=20)
+        i = await discord.slash(discord.bob, "general", "imagine", prompt="from afar")
+        assert (await i.response_message(timeout=15)).content == "from afar, from another process"
+    finally:
+        process.terminate()
+        await process.wait()
 
 
 async def test_a_restarted_bot_logs_in_again_and_answers(discord, bot):
