@@ -1,7 +1,9 @@
 """The SQLite store: the job queue and history, moderator limits, banned words, and image files on disk.
 
-Every write is one `BEGIN IMMEDIATE` transaction, so two Store objects (two processes) on the same file never
-over-admit; one Store serialises its own transactions with an asyncio.Lock because it has one connection.
+One thread owns the store's sqlite3 connection (the shape of aiosqlite's core.py), and each public method hands it
+one whole function to run: a transaction costs one hop from the event loop, and the SQLite write lock is held only
+while SQLite works, never across event-loop turns. Every write is `BEGIN IMMEDIATE ... COMMIT`, so two Store objects
+(two connections, two processes) on the same file never over-admit.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import aiosqlite
+from typing import TypeVar
 
 from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError
 
@@ -29,6 +30,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 JOB_KINDS = ("imagine", "reroll", "variation", "upscale")
 WINDOW_S = 3600.0  # the rolling hour of Limits.jobs_per_hour
 BUSY_TIMEOUT_MS = 10_000
+T = TypeVar("T")
 
 
 class SchemaTooNew(RuntimeError):
@@ -84,46 +86,47 @@ class Job:
         return cls(**values)
 
 
-async def connect(path: str | Path) -> aiosqlite.Connection:
+def connect(path: str | Path) -> sqlite3.Connection:
     """Open a connection the way every connection to the store is opened: autocommit (we BEGIN ourselves), WAL."""
-    db = await aiosqlite.connect(path, isolation_level=None)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # used by one thread at a time
     try:
         db.row_factory = sqlite3.Row
         # First, so that switching to WAL waits for another process instead of failing.
-        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-        (mode,) = (await db.execute_fetchall("PRAGMA journal_mode = WAL"))[0]
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode.lower() != "wal":
             log.warning("SQLite refused WAL for %s (journal_mode=%s); concurrent access will be slower", path, mode)
-        await db.execute("PRAGMA synchronous = NORMAL")
-        await db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = NORMAL")  # in WAL: durable at checkpoints, never corrupt
+        db.execute("PRAGMA foreign_keys = ON")
     except BaseException:
-        await db.close()
+        db.close()
         raise
     return db
 
 
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    return "locked" in str(error) or "busy" in str(error)
-
-
-async def _begin_immediate(db: aiosqlite.Connection) -> None:
-    """BEGIN IMMEDIATE, retried if another connection holds the write lock past busy_timeout."""
-    for attempt in range(1, 21):
+def _begin_immediate(db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, retried if another connection holds the write lock even past busy_timeout."""
+    for attempt in range(1, 11):
         try:
-            await db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as e:
-            if not _is_busy(e) or attempt == 20:
+            if "locked" not in str(e) and "busy" not in str(e) or attempt == 10:
                 raise
             log.warning("database busy for %d ms, retrying BEGIN IMMEDIATE (attempt %d)", BUSY_TIMEOUT_MS, attempt)
-            await asyncio.sleep(0.05 * attempt)
+            time.sleep(0.05 * attempt)  # on the store's thread, not the event loop
 
 
-async def _rollback(db: aiosqlite.Connection) -> None:
+def transaction(db: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `body` in one write transaction, committed if it returns, rolled back if it raises."""
+    _begin_immediate(db)
     try:
-        await db.execute("ROLLBACK")
-    except sqlite3.OperationalError:  # no transaction was open (BEGIN itself failed)
-        pass
+        result = body(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,39 +169,39 @@ def _too_new(path: Path, current: int, known: int) -> SchemaTooNew:
     )
 
 
-async def _migrate(db: aiosqlite.Connection, path: Path, migrations_dir: Path) -> int:
-    """Apply the migrations the database lacks, each in its own transaction; returns the resulting version."""
+def migrate(db: sqlite3.Connection, path: Path, migrations_dir: Path) -> int:
+    """Apply the migrations the database lacks, each in its own transaction; returns the resulting version.
+
+    Not executescript: it would commit first and leave a failed migration half-applied."""
     migrations = _read_migrations(migrations_dir)
     known = len(migrations)
-    (current,) = (await db.execute_fetchall("PRAGMA user_version"))[0]
+    (current,) = db.execute("PRAGMA user_version").fetchone()
     if current > known:
         raise _too_new(path, current, known)
+
+    def apply(db: sqlite3.Connection, version: int, sql: str) -> bool:
+        # Read again inside the write transaction: another process may have migrated the file meanwhile.
+        (current,) = db.execute("PRAGMA user_version").fetchone()
+        if current > known:
+            raise _too_new(path, current, known)
+        if current >= version:
+            return False
+        for statement in _statements(sql):
+            db.execute(statement)
+        # user_version lives in the database header, so it commits (or rolls back) with the migration.
+        db.execute(f"PRAGMA user_version = {version:d}")
+        return True
+
     for version, name, sql in migrations[current:]:
-        await _begin_immediate(db)
         try:
-            # Again inside the write transaction: another process may have migrated the file meanwhile.
-            (current,) = (await db.execute_fetchall("PRAGMA user_version"))[0]
-            if current > known:
-                raise _too_new(path, current, known)
-            if current >= version:
-                await db.execute("ROLLBACK")
-                continue
-            for statement in _statements(sql):
-                await db.execute(statement)
-            # user_version lives in the database header, so it commits (or rolls back) with the migration.
-            await db.execute(f"PRAGMA user_version = {version:d}")
-            await db.execute("COMMIT")
+            applied = transaction(db, lambda db: apply(db, version, sql))
         except sqlite3.Error as e:
-            await _rollback(db)
             raise MigrationError(
                 f"migration {name} failed on {path.name}: {e}; the database was left at version {version - 1}"
             ) from e
-        except BaseException:
-            await _rollback(db)
-            raise
-        log.info("applied migration %s to %s", name, path.name)
-        current = version
-    return current
+        if applied:
+            log.info("applied migration %s to %s", name, path.name)
+    return known
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,7 +224,8 @@ fresh AS (
 ),
 users AS (
     SELECT user_id, MIN(id) AS first_id,
-           (SELECT COALESCE(MAX(start_seq), 0) FROM jobs AS ran WHERE ran.user_id = fresh.user_id) AS last_turn
+           (SELECT COALESCE(MAX(start_seq), 0) FROM jobs AS ran
+             WHERE ran.user_id = fresh.user_id AND ran.start_seq IS NOT NULL) AS last_turn
     FROM fresh GROUP BY user_id
 ),
 queue AS (
@@ -277,11 +281,11 @@ def _normalise_word(word: str) -> str:
 class Store:
     """The bot's database. Open with `await Store.open(path)`, close with `await store.close()`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, images_dir: Path):
+    def __init__(self, db: sqlite3.Connection, thread: ThreadPoolExecutor, path: Path, images_dir: Path):
         self._db = db
+        self._thread = thread
         self.path = path
         self.images_dir = images_dir
-        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -294,18 +298,26 @@ class Store:
         """
         path = Path(path)
         images_dir = Path(images_dir) if images_dir is not None else path.parent / "images"
-        db = await connect(path)
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{path.name}")
+        loop = asyncio.get_running_loop()
         try:
-            version = await _migrate(db, path, Path(migrations_dir) if migrations_dir else MIGRATIONS_DIR)
+            db = await loop.run_in_executor(thread, connect, path)
         except BaseException:
-            await db.close()
+            thread.shutdown(wait=False)
+            raise
+        store = cls(db, thread, path, images_dir)
+        try:
+            version = await store._run(migrate, path, Path(migrations_dir) if migrations_dir else MIGRATIONS_DIR)
+        except BaseException:
+            await store.close()
             raise
         log.info("opened %s (schema version %d), images in %s", path, version, images_dir)
-        return cls(db, path, images_dir)
+        return store
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._db.close()
+        """Finish whatever is queued, close the connection and end its thread."""
+        await self._run(lambda db: db.close())
+        self._thread.shutdown(wait=False)
 
     async def __aenter__(self) -> Store:
         return self
@@ -313,23 +325,14 @@ class Store:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back if the body raises (or is cancelled)."""
-        async with self._lock:
-            try:
-                await _begin_immediate(self._db)
-                yield self._db
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await _rollback(self._db)
-                raise
+    async def _run(self, function: Callable[..., T], *args: object) -> T:
+        """Run `function(connection, *args)` on the store's thread. Reads run as they are (a single SELECT sees one
+        consistent snapshot); writes go through `_write`."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, self._db, *args)
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Reads share the one connection, so they wait for a write transaction of this Store to finish."""
-        async with self._lock:
-            yield self._db
+    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body(connection)` on the store's thread as one BEGIN IMMEDIATE transaction."""
+        return await self._run(transaction, body)
 
     # --- jobs ------------------------------------------------------------------------------------------------
 
@@ -354,11 +357,11 @@ class Store:
             raise UserError("Image generation is turned off in this channel.")
         now = time.time() if now is None else now
         recipe_json = json.dumps(recipe)
-        async with self._write() as db:
-            # Both counts and, for the refusal, the creation time of the job whose ageing-out frees a slot
-            # (the jobs_per_hour-th newest in the window), in one round trip.
-            window = {"user": user_id, "channel": channel_id, "since": now - WINDOW_S}
-            [(recent, oldest_that_counts, queued)] = await db.execute_fetchall(
+
+        def check_and_insert(db: sqlite3.Connection) -> sqlite3.Row:
+            # Both counts and, for a refusal, the creation time of the job whose ageing-out frees a slot
+            # (the jobs_per_hour-th newest in the window), in one statement.
+            recent, oldest_that_counts, queued = db.execute(
                 """
                 SELECT
                     (SELECT COUNT(*) FROM jobs
@@ -368,15 +371,15 @@ class Store:
                       ORDER BY created_at DESC LIMIT 1 OFFSET :skip),
                     (SELECT COUNT(*) FROM jobs WHERE user_id = :user AND channel_id = :channel AND status = 'queued')
                 """,
-                {**window, "skip": limits.jobs_per_hour - 1},
-            )
+                {"user": user_id, "channel": channel_id, "since": now - WINDOW_S, "skip": limits.jobs_per_hour - 1},
+            ).fetchone()
             if recent >= limits.jobs_per_hour:
                 # A job counts while created_at > now - 1h, so it stops counting exactly at created_at + 1h.
                 raise RateLimited(limits.jobs_per_hour, oldest_that_counts + WINDOW_S)
             if queued >= limits.max_queued:
                 raise TooManyQueued(limits.max_queued)
             try:
-                [row] = await db.execute_fetchall(
+                return db.execute(
                     """
                     INSERT INTO jobs (kind, status, user_id, guild_id, channel_id, recipe, parent_id, created_at,
                                       interaction_token, token_expires_at)
@@ -385,60 +388,55 @@ class Store:
                     """,
                     (kind, user_id, guild_id, channel_id, recipe_json, parent_id, now,
                      interaction_token, token_expires_at),
-                )
+                ).fetchone()
             except sqlite3.IntegrityError:
                 if parent_id is not None:  # the only foreign key
                     raise JobNotFound(parent_id) from None
                 raise
-        return Job.from_row(row)
+
+        return Job.from_row(await self._write(check_and_insert))
 
     async def claim_next(self, now: float | None = None) -> Job | None:
         """Mark the next job in fair order as running and return it; None if nothing is queued."""
         now = time.time() if now is None else now
-        async with self._write() as db:
-            rows = await db.execute_fetchall(
+        row = await self._write(
+            lambda db: db.execute(
                 _QUEUE
                 + """
                 UPDATE jobs
                    SET status = 'running', started_at = :now,
-                       start_seq = (SELECT COALESCE(MAX(start_seq), 0) + 1 FROM jobs)
+                       start_seq = (SELECT COALESCE(MAX(start_seq), 0) + 1 FROM jobs WHERE start_seq IS NOT NULL)
                  WHERE id = (SELECT id FROM queue ORDER BY position LIMIT 1)
                 RETURNING *
                 """,
                 {"now": now},
-            )
-        if not rows:
+            ).fetchone()
+        )
+        if row is None:
             return None
-        job = Job.from_row(rows[0])
+        job = Job.from_row(row)
         log.info("job %d (%s, user %d) started", job.id, job.kind, job.user_id)
         return job
 
     async def get_job(self, job_id: int) -> Job | None:
-        async with self._read() as db:
-            rows = await db.execute_fetchall("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return Job.from_row(rows[0]) if rows else None
+        row = await self._run(lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+        return None if row is None else Job.from_row(row)
 
-    async def _get_job_or_raise(self, db: aiosqlite.Connection, job_id: int) -> Job:
-        rows = await db.execute_fetchall("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if not rows:
+    async def _update_job(self, job_id: int, sql: str, parameters: Sequence[object]) -> None:
+        """Run an UPDATE of one job's columns, the job's id as its last parameter; JobNotFound if no such job."""
+        updated = await self._write(lambda db: db.execute(sql, (*parameters, job_id)).rowcount)
+        if updated == 0:
             raise JobNotFound(job_id)
-        return Job.from_row(rows[0])
 
     async def set_message(self, job_id: int, message_id: int) -> None:
         """Remember the Discord message that shows the job. Raises JobNotFound."""
-        async with self._write() as db:
-            cursor = await db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
-            if cursor.rowcount == 0:
-                raise JobNotFound(job_id)
+        await self._update_job(job_id, "UPDATE jobs SET message_id = ? WHERE id = ?", (message_id,))
 
     async def set_interaction(self, job_id: int, token: str | None, expires_at: float | None) -> None:
         """Remember (or forget, with None) the interaction token that can edit the job's message. Raises JobNotFound."""
-        async with self._write() as db:
-            cursor = await db.execute(
-                "UPDATE jobs SET interaction_token = ?, token_expires_at = ? WHERE id = ?", (token, expires_at, job_id)
-            )
-            if cursor.rowcount == 0:
-                raise JobNotFound(job_id)
+        await self._update_job(
+            job_id, "UPDATE jobs SET interaction_token = ?, token_expires_at = ? WHERE id = ?", (token, expires_at)
+        )
 
     def _job_dir(self, job_id: int) -> Path:
         return self.images_dir / str(int(job_id))
@@ -460,22 +458,27 @@ class Store:
         if grid is not None:
             files["grid.png"] = grid
         await asyncio.to_thread(_write_files, job_dir, files)
-        async with self._write() as db:
-            rows = await db.execute_fetchall(
+
+        def mark_done(db: sqlite3.Connection) -> tuple[bool, sqlite3.Row]:
+            row = db.execute(
                 """
                 UPDATE jobs SET status = 'done', finished_at = ?, result = ?, image_count = ?, error = NULL
                  WHERE id = ? AND status = 'running'
                 RETURNING *
                 """,
                 (now, json.dumps(result), len(images), job_id),
-            )
-            if not rows:
-                job = await self._get_job_or_raise(db, job_id)
-        if not rows:  # cancelled between our check and the update
+            ).fetchone()
+            if row is not None:
+                return True, row
+            return False, db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+
+        done, row = await self._write(mark_done)
+        job = Job.from_row(row)
+        if not done:  # cancelled between our check and the update
+            log.info("job %d finished but is %s; dropping its images", job_id, job.status)
             if job.status != "done":
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
             return job
-        job = Job.from_row(rows[0])
         log.info("job %d done in %.1f s", job.id, now - (job.started_at or now))
         return job
 
@@ -483,66 +486,82 @@ class Store:
         """Mark a queued or running job failed (it then stops counting against the hourly limit). A job already
         finished or cancelled is returned unchanged. Raises JobNotFound."""
         now = time.time() if now is None else now
-        async with self._write() as db:
-            rows = await db.execute_fetchall(
+
+        def mark_failed(db: sqlite3.Connection) -> tuple[bool, sqlite3.Row | None]:
+            row = db.execute(
                 """
                 UPDATE jobs SET status = 'failed', finished_at = ?, error = ?
                  WHERE id = ? AND status IN ('queued', 'running')
                 RETURNING *
                 """,
                 (now, error, job_id),
-            )
-            job = Job.from_row(rows[0]) if rows else await self._get_job_or_raise(db, job_id)
-        if rows:
+            ).fetchone()
+            if row is not None:
+                return True, row
+            return False, db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+
+        failed, row = await self._write(mark_failed)
+        if row is None:
+            raise JobNotFound(job_id)
+        if failed:
             log.info("job %d failed: %s", job_id, error)
-        return job
+        return Job.from_row(row)
 
     async def cancel_job(self, job_id: int, now: float | None = None) -> Job | None:
         """Cancel a queued or running job and return it; None if there is no such job or it already ended."""
         now = time.time() if now is None else now
-        async with self._write() as db:
-            rows = await db.execute_fetchall(
+        row = await self._write(
+            lambda db: db.execute(
                 """
                 UPDATE jobs SET status = 'cancelled', finished_at = ?
                  WHERE id = ? AND status IN ('queued', 'running')
                 RETURNING *
                 """,
                 (now, job_id),
-            )
-        if not rows:
+            ).fetchone()
+        )
+        if row is None:
             return None
         log.info("job %d cancelled", job_id)
-        return Job.from_row(rows[0])
+        return Job.from_row(row)
 
     async def recover(self, now: float | None = None) -> list[Job]:
         """At start-up: put jobs left running by a crash back in the queue, ahead of everything (in the order they
-        first started), and return every queued job in queue order so the bot can re-attach their messages."""
-        async with self._write() as db:
-            running = await db.execute_fetchall("SELECT id FROM jobs WHERE status = 'running' ORDER BY start_seq")
-            if running:
-                # Fresh turn numbers after every other: they run first, and their users go to the back afterwards,
-                # as if those turns had just been taken (see _QUEUE).
-                [(last_turn,)] = await db.execute_fetchall("SELECT COALESCE(MAX(start_seq), 0) FROM jobs")
-                await db.executemany(
-                    "UPDATE jobs SET status = 'queued', started_at = NULL, start_seq = ? WHERE id = ?",
-                    [(last_turn + n, job_id) for n, (job_id,) in enumerate(running, start=1)],
-                )
-                log.warning("requeued %d job(s) interrupted by a restart: %s", len(running), [job_id for (job_id,) in running])
-            rows = await db.execute_fetchall(
-                _QUEUE + "SELECT jobs.* FROM queue JOIN jobs USING (id) ORDER BY queue.position"
+        first started), and return every queued job in queue order so the bot can re-attach their messages.
+        (`now` is accepted for symmetry; requeueing does not depend on the time.)"""
+
+        def requeue(db: sqlite3.Connection) -> tuple[list[int], list[sqlite3.Row]]:
+            running = [job_id for (job_id,) in db.execute(
+                "SELECT id FROM jobs WHERE status = 'running' ORDER BY start_seq"
+            )]
+            # Fresh turn numbers after every other: they run first, and their users go to the back afterwards,
+            # as if those turns had just been taken (see _QUEUE).
+            (last_turn,) = db.execute(
+                "SELECT COALESCE(MAX(start_seq), 0) FROM jobs WHERE start_seq IS NOT NULL"
+            ).fetchone()
+            db.executemany(
+                "UPDATE jobs SET status = 'queued', started_at = NULL, start_seq = ? WHERE id = ?",
+                [(last_turn + n, job_id) for n, job_id in enumerate(running, start=1)],
             )
+            queued = db.execute(_QUEUE + "SELECT jobs.* FROM queue JOIN jobs USING (id) ORDER BY queue.position")
+            return running, queued.fetchall()
+
+        running, rows = await self._write(requeue)
+        if running:
+            log.warning("requeued %d job(s) interrupted by a restart: %s", len(running), running)
         return [Job.from_row(row) for row in rows]
 
     async def unfinished_jobs(self) -> list[Job]:
         """Queued and running jobs, oldest first."""
-        async with self._read() as db:
-            rows = await db.execute_fetchall("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
+        rows = await self._run(
+            lambda db: db.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id").fetchall()
+        )
         return [Job.from_row(row) for row in rows]
 
     async def queue_position(self, job_id: int) -> int | None:
         """1 if the job runs next, 2 after that...; 0 if it is running; None if it is neither queued nor running."""
-        async with self._read() as db:
-            rows = await db.execute_fetchall(
+        row = await self._run(
+            lambda db: db.execute(
                 _QUEUE
                 + """
                 SELECT CASE status WHEN 'running' THEN 0
@@ -550,13 +569,14 @@ class Store:
                   FROM jobs WHERE id = ?
                 """,
                 (job_id,),
-            )
-        return rows[0][0] if rows else None
+            ).fetchone()
+        )
+        return None if row is None else row[0]
 
     async def user_jobs(self, user_id: int, guild_id: int | None) -> list[tuple[Job, int]]:
         """The user's running (position 0) and queued jobs in this server (or in DMs for None), in run order."""
-        async with self._read() as db:
-            rows = await db.execute_fetchall(
+        rows = await self._run(
+            lambda db: db.execute(
                 _QUEUE
                 + """
                 SELECT jobs.*, CASE jobs.status WHEN 'running' THEN 0 ELSE queue.position END AS position
@@ -565,7 +585,8 @@ class Store:
                  ORDER BY position, jobs.id
                 """,
                 (user_id, guild_id),
-            )
+            ).fetchall()
+        )
         return [(Job.from_row(row), row["position"]) for row in rows]
 
     # --- images ----------------------------------------------------------------------------------------------
@@ -575,7 +596,8 @@ class Store:
         if job is None:
             raise JobNotFound(job_id)
         if job.images_pruned:
-            raise ImagesGone(await self._kept_days())
+            kept_days = await self.get_meta("store.images_kept_days")
+            raise ImagesGone(None if kept_days is None else float(kept_days))
         if job.status != "done":
             raise UserError(f"Job #{job_id} has no images; it is {job.status}.")
         try:
@@ -596,31 +618,32 @@ class Store:
         """PNG bytes of the job's grid. Raises JobNotFound, ImagesGone."""
         return await self._read_image(job_id, "grid.png")
 
-    async def _kept_days(self) -> float | None:
-        value = await self.get_meta("store.images_kept_days")
-        return None if value is None else float(value)
-
     async def prune_images(self, older_than_days: float, now: float | None = None) -> int:
         """Delete the image files of jobs finished more than `older_than_days` ago and mark them pruned; returns how
         many jobs lost their images. Files go first, so a crash half-way leaves nothing on disk unaccounted for."""
         now = time.time() if now is None else now
         cutoff = now - older_than_days * 86400
-        async with self._read() as db:
-            rows = await db.execute_fetchall(
+        rows = await self._run(
+            lambda db: db.execute(
                 "SELECT id FROM jobs WHERE image_count > 0 AND finished_at < ? ORDER BY id", (cutoff,)
-            )
+            ).fetchall()
+        )
         job_ids = [job_id for (job_id,) in rows]
         for job_id in job_ids:
             await asyncio.to_thread(shutil.rmtree, self._job_dir(job_id), True)
-        async with self._write() as db:
-            await db.executemany(
+
+        def mark_pruned(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "UPDATE jobs SET image_count = 0, images_pruned = 1 WHERE id = ?", [(job_id,) for job_id in job_ids]
             )
-            await db.execute(
+            # So that ImagesGone can say how long images are kept.
+            db.execute(
                 "INSERT INTO meta (key, value) VALUES ('store.images_kept_days', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (f"{older_than_days:g}",),
             )
+
+        await self._write(mark_pruned)
         if job_ids:
             log.info("pruned the images of %d job(s) finished over %g days ago", len(job_ids), older_than_days)
         return len(job_ids)
@@ -632,13 +655,14 @@ class Store:
         effective: dict[str, tuple[object, str]] = {key: (getattr(Limits(), key), "default") for key in LIMIT_KEYS}
         if guild_id is None:
             return effective
-        async with self._read() as db:
-            rows = await db.execute_fetchall(
+        rows = await self._run(
+            lambda db: db.execute(
                 # Server rows (channel_id 0) first, so the channel's own rows win.
                 "SELECT channel_id, key, value FROM limits WHERE guild_id = ? AND channel_id IN (0, ?) "
                 "ORDER BY channel_id = 0 DESC",
                 (guild_id, channel_id),
-            )
+            ).fetchall()
+        )
         for row in rows:
             effective[row["key"]] = (json.loads(row["value"]), "server" if row["channel_id"] == 0 else "channel")
         return effective
@@ -652,60 +676,63 @@ class Store:
         """Set a limit for a channel, or the server default with channel_id None. Raises InvalidLimit (a UserError
         and a ValueError) with a readable sentence for an unknown key or a bad value."""
         typed = _parse_limit(key, value)
-        async with self._write() as db:
-            await db.execute(
+        await self._write(
+            lambda db: db.execute(
                 "INSERT INTO limits (guild_id, channel_id, key, value) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (guild_id, channel_id, key) DO UPDATE SET value = excluded.value",
                 (guild_id, channel_id or 0, key, json.dumps(typed)),
             )
+        )
 
     async def reset_limits(self, guild_id: int, channel_id: int | None, key: str | None = None) -> int:
         """Remove a channel's (or with None the server's) setting for `key`, or all of them; returns how many."""
         if key is not None and key not in LIMIT_KEYS:
             raise InvalidLimit(f"There is no limit called '{key}'; the limits are: {', '.join(LIMIT_KEYS)}.")
-        async with self._write() as db:
-            cursor = await db.execute(
+        return await self._write(
+            lambda db: db.execute(
                 "DELETE FROM limits WHERE guild_id = ? AND channel_id = ? AND (? IS NULL OR key = ?)",
                 (guild_id, channel_id or 0, key, key),
-            )
-            return cursor.rowcount
+            ).rowcount
+        )
 
     async def banned_words(self, guild_id: int) -> list[str]:
-        async with self._read() as db:
-            rows = await db.execute_fetchall(
-                "SELECT word FROM banned_words WHERE guild_id = ? ORDER BY word", (guild_id,)
-            )
+        rows = await self._run(
+            lambda db: db.execute("SELECT word FROM banned_words WHERE guild_id = ? ORDER BY word", (guild_id,))
+            .fetchall()
+        )
         return [word for (word,) in rows]
 
     async def add_banned_word(self, guild_id: int, word: str) -> bool:
         """Ban a word (stored lower-case, single-spaced); False if it was already banned. UserError if empty."""
         word = _normalise_word(word)
-        async with self._write() as db:
-            cursor = await db.execute(
+        added = await self._write(
+            lambda db: db.execute(
                 "INSERT INTO banned_words (guild_id, word) VALUES (?, ?) ON CONFLICT DO NOTHING", (guild_id, word)
-            )
-            return cursor.rowcount == 1
+            ).rowcount
+        )
+        return added == 1
 
     async def remove_banned_word(self, guild_id: int, word: str) -> bool:
         """Unban a word; False if it was not banned."""
         word = " ".join(word.split()).lower()
-        async with self._write() as db:
-            cursor = await db.execute("DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, word))
-            return cursor.rowcount == 1
+        removed = await self._write(
+            lambda db: db.execute("DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, word)).rowcount
+        )
+        return removed == 1
 
     # --- meta ------------------------------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        async with self._read() as db:
-            rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else None
+        row = await self._run(lambda db: db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        return None if row is None else row[0]
 
     async def set_meta(self, key: str, value: str) -> None:
-        async with self._write() as db:
-            await db.execute(
+        await self._write(
+            lambda db: db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+        )
 
 
 def _write_files(directory: Path, files: dict[str, bytes]) -> None:

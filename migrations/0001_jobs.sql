@@ -29,8 +29,8 @@ CREATE INDEX jobs_by_user_channel ON jobs (user_id, channel_id, created_at);
 -- Admission and the queue: only waiting jobs, so it stays small however long the history grows.
 CREATE INDEX jobs_waiting ON jobs (user_id, channel_id) WHERE status = 'queued';
 CREATE INDEX jobs_running ON jobs (id) WHERE status = 'running';
--- Fair order: each user's last turn, and the next turn number.
-CREATE INDEX jobs_turns ON jobs (user_id, start_seq);
-CREATE INDEX jobs_start_seq ON jobs (start_seq);
+-- Fair order: each user's last turn, and the next turn number (only jobs that started, so inserts skip them).
+CREATE INDEX jobs_turns ON jobs (user_id, start_seq) WHERE start_seq IS NOT NULL;
+CREATE INDEX jobs_start_seq ON jobs (start_seq) WHERE start_seq IS NOT NULL;
 -- Pruning old images.
 CREATE INDEX jobs_with_images ON jobs (finished_at) WHERE image_count > 0;
