@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import datetime
 import io
-import itertools
 import mimetypes
 import threading
 import time
@@ -380,8 +379,6 @@ class Attachment:
 
 class MessageVersion:
     """One state of a message as users saw it: what `Message.history` holds and what `Message` is now."""
-
-    _counter = itertools.count()
 
     def __init__(self, data: dict[str, Any], attachments: list[Attachment]) -> None:
         self.data = data

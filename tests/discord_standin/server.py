@@ -18,8 +18,8 @@ from aiohttp import WSMsgType, web
 
 from .interactions import Ack, Interaction, StandinError, wait_condition
 from .model import (
-    ADMINISTRATOR, EPHEMERAL, LOADING, MANAGE_CHANNELS, MANAGE_GUILD, MODERATOR_PERMISSIONS, SEND_MESSAGES,
-    DEFAULT_EVERYONE_PERMISSIONS, EMBED_LINKS, ATTACH_FILES, USE_APPLICATION_COMMANDS, VIEW_CHANNEL,
+    ADMINISTRATOR, ATTACH_FILES, DEFAULT_EVERYONE_PERMISSIONS, EMBED_LINKS, EPHEMERAL, LOADING,
+    MODERATOR_PERMISSIONS, SEND_MESSAGES, USE_APPLICATION_COMMANDS, VIEW_CHANNEL,
     Attachment, Channel, Guild, Member, Message, Role, Snowflakes, User, iso_now,
 )
 
@@ -401,7 +401,7 @@ class DiscordStandin:
         groups = [o["name"] for o in level.get("options", []) if o["type"] in (1, 2)]
         if groups:
             raise StandinError(f"/{command} is a group; pick one of its subcommands: {groups}")
-        values = self._option_values(command, level.get("options", []), options, resolved, channel)
+        values = self._option_values(command, level.get("options", []), options, resolved, channel, member)
         if values or container is not data:
             container["options"] = values
         if resolved:
@@ -461,7 +461,8 @@ class DiscordStandin:
             raise StandinError(f"/{definition['name']} is age-restricted; Discord offers it only in NSFW channels")
 
     def _option_values(self, command: str, defs: list[dict[str, Any]], given: dict[str, Any],
-                       resolved: dict[str, dict[str, Any]], channel: Channel) -> list[dict[str, Any]]:
+                       resolved: dict[str, dict[str, Any]], channel: Channel,
+                       invoker: Member) -> list[dict[str, Any]]:
         by_name = {o["name"]: o for o in defs}
         values = []
         for key, value in given.items():
@@ -469,14 +470,14 @@ class DiscordStandin:
             if definition is None:
                 raise StandinError(f"/{command} has no option {key!r}; its options: {list(by_name)}")
             values.append({"name": definition["name"], "type": definition["type"],
-                           "value": self._option_value(command, definition, value, resolved, channel)})
+                           "value": self._option_value(command, definition, value, resolved, channel, invoker)})
         missing = [o["name"] for o in defs if o.get("required") and o["name"] not in {v["name"] for v in values}]
         if missing:
             raise StandinError(f"/{command} needs option(s) {missing}; Discord would not send it without them")
         return values
 
     def _option_value(self, command: str, definition: dict[str, Any], value: Any,
-                      resolved: dict[str, dict[str, Any]], channel: Channel) -> Any:
+                      resolved: dict[str, dict[str, Any]], channel: Channel, invoker: Member) -> Any:
         kind, name = definition["type"], definition["name"]
         try:
             if kind == 3:
@@ -507,7 +508,8 @@ class DiscordStandin:
                 target = self.channel(value)
                 resolved.setdefault("channels", {})[str(target.id)] = {
                     "id": str(target.id), "name": target.name, "type": target.type, "nsfw": target.nsfw,
-                    "parent_id": None, "permissions": str(ALL_PERMS_VIEW)}
+                    "parent_id": None,
+                    "permissions": str(self.guild.permissions_for(invoker, target))}
                 return str(target.id)
             elif kind == 11:
                 filename, blob = value
@@ -1277,5 +1279,3 @@ class DiscordStandin:
                 data["guild_id"] = str(channel.guild_id)
             await self._broadcast("MESSAGE_DELETE", data, channel)
 
-
-ALL_PERMS_VIEW = DEFAULT_EVERYONE_PERMISSIONS | MANAGE_CHANNELS | MANAGE_GUILD
