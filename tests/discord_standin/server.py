@@ -1141,7 +1141,8 @@ class DiscordStandin:
             raise DiscordError(429, "You are being rate limited.", 0, headers={
                 "Retry-After": str(max(1, int(retry_after + 0.999))),
                 "X-RateLimit-Limit": str(self.edit_limit), "X-RateLimit-Remaining": "0",
-                "X-RateLimit-Reset-After": f"{retry_after:.3f}", "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
+                "X-RateLimit-Reset-After": f"{retry_after:.3f}",
+                "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
                 "X-RateLimit-Bucket": f"edits{channel_id}", "X-RateLimit-Scope": "shared"},
                 retry_after=retry_after, **{"global": False})
         times.append(now)
