@@ -27,6 +27,7 @@ QUEUED, RUNNING, FINAL = range(3)
 class _Showing:
     phase: int = QUEUED
     last_edit: float = 0.0
+    started: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     progress_task: asyncio.Task | None = None
 
@@ -49,13 +50,19 @@ class JobMessages:
         await self._show(job, QUEUED, render.queued(job, position, restarted=restarted), throttle=False)
 
     def progress(self, job: Job, step: int, total: int, preview: bytes | None) -> None:
-        """Called for every engine step; edits at most once per interval and never waits for Discord."""
+        """Called for every engine step and never waits for Discord.
+
+        The first step is shown at once (the member sees their job start); later ones at most once per interval.
+        """
         showing = self._showing.setdefault(job.id, _Showing())
-        busy = showing.progress_task is not None and not showing.progress_task.done()
-        if busy or time.monotonic() - showing.last_edit < self.interval:
+        if showing.progress_task is not None and not showing.progress_task.done():
             return
+        first = not showing.started
+        if not first and time.monotonic() - showing.last_edit < self.interval:
+            return
+        showing.started = True
         shown = render.progress(job, step, total, preview)
-        showing.progress_task = asyncio.create_task(self._show(job, RUNNING, shown, throttle=True))
+        showing.progress_task = asyncio.create_task(self._show(job, RUNNING, shown, throttle=not first))
 
     async def finished(self, job: Job, shown: render.Shown) -> None:
         """The final state of a job: its images, its failure or its cancellation. Never dropped."""

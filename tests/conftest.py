@@ -20,7 +20,6 @@ E2E_ENV = {
     "IMAGINE_SIZE": "64",
     "IMAGINE_STEPS": "4",
     "IMAGINE_PREVIEW_EVERY": "1",
-    "PROGRESS_INTERVAL": "0.3",
 }
 
 

@@ -38,4 +38,77 @@ async def test_imagine_defers_then_posts_a_grid_with_nine_buttons(discord, bot):
     assert fields["Seeds"] == "42, 43, 44, 45"
     assert fields["Size"] == "64×64"
     assert any("Waiting to start" in v.content for v in message.history)
-    assert any("step" in v.content for v in message.history), "progress was never shown"
+    progress = [v for v in message.history if "step 1/4" in v.content]
+    assert progress and progress[0].attachments[0].filename == "preview.png", "progress was never shown"
+
+
+async def make_grid(discord, user="alice", channel="general", prompt="a red fox in snow --seed 42"):
+    run = await discord.slash(user, channel, "imagine", prompt=prompt)
+    return await run.wait_for(has_grid, timeout=GRID_TIMEOUT)
+
+
+def seeds_of(message) -> list[int]:
+    fields = {f["name"]: f["value"] for f in message.embeds[0]["fields"]}
+    return [int(s) for s in (fields.get("Seeds") or fields["Seed"]).split(", ")]
+
+
+async def test_u2_upscales_the_second_image_twice_as_large(discord, bot):
+    """U2 makes a 2x upscale of image 2: one 128x128 PNG whose recipe carries image 2's seed, with Vary buttons."""
+    grid = await make_grid(discord)
+
+    click = await discord.click(discord.bob, grid, "U2")
+    assert (await click.acked()).elapsed < 3
+    upscale = await click.wait_for(lambda m: any(a.filename.endswith("upscale.png") for a in m.attachments), GRID_TIMEOUT)
+
+    assert picture(upscale).size == (128, 128)
+    assert "Seed: 43" in read_parameters(upscale.attachments[0].data)
+    assert f"<@{discord.bob.id}>" in upscale.content  # whoever clicks owns the new job
+    assert "image #2 of job" in {f["name"]: f["value"] for f in upscale.embeds[0]["fields"]}["From"]
+    assert [b["label"] for b in upscale.buttons] == ["Vary (Subtle)", "Vary (Strong)"]
+
+
+async def test_vary_subtle_on_an_upscale_gives_a_grid_at_the_original_size(discord, bot):
+    """Vary (Subtle) on an upscaled image makes a new grid at the size the grid was made at, not twice that."""
+    grid = await make_grid(discord)
+    upscale = await (await discord.click(discord.alice, grid, "U1")).wait_for(
+        lambda m: any(a.filename.endswith("upscale.png") for a in m.attachments), GRID_TIMEOUT)
+
+    vary = await (await discord.click(discord.alice, upscale, "Vary (Subtle)")).wait_for(has_grid, GRID_TIMEOUT)
+
+    assert vary.embeds[0]["author"]["name"].startswith("Variations")
+    assert picture(vary).size == (128, 128)
+
+
+async def test_v3_and_reroll_make_new_grids_with_new_seeds(discord, bot):
+    """V3 gives four variations of image 3 as a new grid; 🔄 gives a new grid of the same prompt with other seeds."""
+    grid = await make_grid(discord)
+
+    variations = await (await discord.click(discord.alice, grid, "V3")).wait_for(has_grid, GRID_TIMEOUT)
+    reroll = await (await discord.click(discord.alice, grid, "🔄")).wait_for(has_grid, GRID_TIMEOUT)
+
+    assert variations.embeds[0]["author"]["name"].startswith("Variations")
+    assert "image #3 of job" in variations.embeds[0]["fields"][-3]["value"]
+    assert picture(variations).size == (128, 128)
+    assert reroll.embeds[0]["author"]["name"].startswith("Reroll")
+    assert "a red fox in snow" in reroll.embeds[0]["description"]
+    assert set(seeds_of(reroll)).isdisjoint(seeds_of(grid))
+    assert picture(reroll).tobytes() != picture(grid).tobytes()
+
+
+async def test_invalid_aspect_ratio_is_refused_privately(discord, bot):
+    """An invalid --ar gets an ephemeral message that says what is wrong and what is allowed; no job starts."""
+    run = await discord.slash(discord.alice, "general", "imagine", prompt="a fox --ar 16x9")
+
+    refusal = await run.wait_for(lambda m: m.ephemeral)
+    assert "16x9" in refusal.content and "16:9" in refusal.content
+    assert not any(has_grid(m) for m in discord.messages("general"))
+    assert await bot.store.unfinished_jobs() == []
+
+
+async def test_unknown_flag_and_out_of_range_steps_are_refused(discord, bot):
+    """Unknown flags and steps out of range say exactly what is allowed."""
+    unknown = await discord.slash(discord.alice, "general", "imagine", prompt="a fox --chaos 50")
+    assert "--chaos" in (await unknown.wait_for(lambda m: m.ephemeral)).content
+
+    steps = await discord.slash(discord.alice, "general", "imagine", prompt="a fox --steps 500")
+    assert "from 1 to 150" in (await steps.wait_for(lambda m: m.ephemeral)).content

@@ -1095,7 +1095,7 @@ class DiscordStandin:
         interaction = self._webhook_interaction(webhook_id, webhook_token)
         payload = body.json or {}
         original = interaction.original
-        if original is not None and original.loading and original.interaction is interaction:
+        if original is not None and original.loading and not original.deleted and original.interaction is interaction:
             # Discord: the first follow-up after a deferred response replaces the "thinking..." message.
             await self._edit_message(original, {k: v for k, v in payload.items() if k != "flags"}, body.files,
                                      new_files_only=True)
