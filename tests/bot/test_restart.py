@@ -1,0 +1,84 @@
+"""Restarts: the bot runs as a real process (`python -m bot`), is stopped or killed, and a new one carries on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bot.test_imagine import has_grid, picture
+
+REPO = Path(__file__).resolve().parents[2]
+SLOW = 120  # a cold process imports torch and diffusers before it connects
+
+
+class BotProcess:
+    """`python -m bot` with the environment a server owner would put in .env."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, discord) -> None:
+        seen = discord.identifies
+        with self.log.open("ab") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", cwd=REPO, env=os.environ | self.env, stdout=out, stderr=out
+            )
+        await discord.wait_for_connection(SLOW, identifies=seen + 1)
+
+    async def stop(self) -> None:
+        """A polite stop (SIGTERM), as systemd or docker would."""
+        self.process.terminate()
+        assert await asyncio.wait_for(self.process.wait(), SLOW) == 0
+
+    async def crash(self) -> None:
+        """A hard crash: the process gets no chance to tidy up."""
+        self.process.kill()
+        await self.process.wait()
+
+
+@pytest.fixture
+async def bot_process(discord, bot_env, tmp_path):
+    process = BotProcess(bot_env, tmp_path / "bot.log")
+    yield process
+    if process.process and process.process.returncode is None:
+        process.process.kill()
+        await process.process.wait()
+    print(process.log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
+
+
+async def test_bot_restarted_between_the_result_and_the_click_still_serves_u1(discord, bot_process):
+    """A grid made before a restart keeps working buttons: U1 after the restart gives the upscale."""
+    await bot_process.start(discord)
+    grid = await (await discord.slash(discord.alice, "general", "imagine", prompt="a lighthouse")).wait_for(has_grid, SLOW)
+    await bot_process.stop()
+
+    await bot_process.start(discord)
+    click = await discord.click(discord.alice, grid, "U1")
+
+    assert (await click.acked()).elapsed < 3
+    upscale = await click.wait_for(lambda m: any(a.filename.endswith("upscale.png") for a in m.attachments), SLOW)
+    assert picture(upscale).size == (128, 128)
+
+
+async def test_bot_killed_with_a_running_and_a_queued_job_finishes_both_after_restart(discord, bot_process):
+    """Jobs running or waiting when the bot crashed run after the restart, and their own messages get the grids."""
+    await bot_process.start(discord)
+    slow = await discord.slash(discord.alice, "general", "imagine", prompt="a slow fox --steps 50")
+    await slow.wait_for(lambda m: "step" in m.content, SLOW)
+    waiting = await discord.slash(discord.bob, "general", "imagine", prompt="a patient owl")
+    await waiting.wait_for(lambda m: "Waiting to start" in m.content, SLOW)
+    await bot_process.crash()
+
+    await bot_process.start(discord)
+
+    slow_grid = await slow.wait_for(has_grid, SLOW)
+    waiting_grid = await waiting.wait_for(has_grid, SLOW)
+    assert "a slow fox" in slow_grid.embeds[0]["description"]
+    assert "a patient owl" in waiting_grid.embeds[0]["description"]
+    assert any("the bot restarted" in version.content for version in waiting_grid.history)
