@@ -286,6 +286,7 @@ class Store:
         self._thread = thread
         self.path = path
         self.images_dir = images_dir
+        self._closed = False
 
     @classmethod
     async def open(
@@ -315,7 +316,10 @@ class Store:
         return store
 
     async def close(self) -> None:
-        """Finish whatever is queued, close the connection and end its thread."""
+        """Finish whatever is queued, close the connection and end its thread. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
         await self._run(lambda db: db.close())
         self._thread.shutdown(wait=False)
 
@@ -327,7 +331,8 @@ class Store:
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         """Run `function(connection, *args)` on the store's thread. Reads run as they are (a single SELECT sees one
-        consistent snapshot); writes go through `_write`."""
+        consistent snapshot); writes go through `_write`. If the awaiting task is cancelled, the function still runs
+        to its end (a transaction is never cut in half); only its result is lost."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, self._db, *args)
 
     async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
