@@ -72,7 +72,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="how long each configuration runs")
     args = parser.parse_args()
     print(f"SQLite {sqlite3.sqlite_version}, {args.seconds:g} s per row")
-    print(f"{'workload':<14} {'stores':>6} {'users':>6} {'decisions/s':>12} {'admitted':>9} {'refused':>9} {'locked':>7}")
+    header = ("workload", "stores", "users", "decisions/s", "admitted", "refused", "locked")
+    print(f"{header[0]:<14} {header[1]:>6} {header[2]:>6} {header[3]:>12} {header[4]:>9} {header[5]:>9} {header[6]:>7}")
     total_locked = 0
     for name, limits, engine in (("realistic", Limits(), True), ("all admitted", NEVER_REFUSE, False)):
         for stores in (1, 2):

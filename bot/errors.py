@@ -9,7 +9,7 @@ class UserError(Exception):
 
 
 class RateLimited(UserError):
-    """The user made `limit` requests in this channel within the rolling hour; a slot frees at `retry_at` (unix time)."""
+    """The user made `limit` requests in this channel within the rolling hour; one frees at `retry_at` (unix time)."""
 
     def __init__(self, limit: int, retry_at: float):
         self.limit = limit

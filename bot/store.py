@@ -250,7 +250,8 @@ def _parse_limit(key: str, value: object) -> bool | int:
     if isinstance(Limits.__dataclass_fields__[key].default, bool):
         if isinstance(value, bool):
             return value
-        words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+        words = {"true": True, "yes": True, "on": True, "1": True,
+                 "false": False, "no": False, "off": False, "0": False}
         if isinstance(value, str) and value.strip().lower() in words:
             return words[value.strip().lower()]
         raise InvalidLimit(f"'{key}' is on or off (true/false), got '{value}'.")
