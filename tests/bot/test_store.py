@@ -97,7 +97,8 @@ async def test_newer_schema_is_refused_with_a_clear_message(tmp_path):
 async def test_broken_migration_is_rolled_back_entirely(tmp_path):
     """A migration that fails half-way leaves none of its changes behind and the version where it was."""
     path = tmp_path / "imagine.db"
-    broken = "-- Deliberately broken: the second statement fails.\nCREATE TABLE half (x);\nINSERT INTO nowhere VALUES (1);"
+    broken = "\n".join(["-- Deliberately broken: the second statement fails.", "CREATE TABLE half (x);",
+                        "INSERT INTO nowhere VALUES (1);"])
     folder = migrations_dir_with(tmp_path, MIGRATIONS, {f"{len(MIGRATIONS) + 1:04d}_broken.sql": broken})
 
     with pytest.raises(MigrationError, match="nowhere"):
