@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from bot.errors import UserError
-from engine.jobs import ModelDefaults
+from engine.jobs import ModelDefaults, size_for_aspect
 
 ASPECT_CHOICES = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "9:21", "21:9")
 MAX_ASPECT = 3.0  # widest (or tallest) ratio allowed for a free-form --ar
@@ -87,15 +87,6 @@ def parse_aspect(text: str) -> tuple[int, int]:
     return w, h
 
 
-def size_for(aspect: tuple[int, int], native: int) -> tuple[int, int]:
-    """Width and height with about the model's native pixel count, rounded to what the model can make."""
-    step = 64 if native >= 512 else 8
-    ratio = aspect[0] / aspect[1]
-    width = math.sqrt(native * native * ratio)
-    height = width / ratio
-    return max(step, round(width / step) * step), max(step, round(height / step) * step)
-
-
 def _int(name: str, raw: str, low: int, high: int) -> int:
     try:
         value = int(raw)
@@ -143,7 +134,7 @@ def parse_imagine(
 
     aspect_text = aspect or flags.get("aspect") or "1:1"
     ratio = parse_aspect(aspect_text)
-    width, height = size_for(ratio, defaults.size)
+    width, height = size_for_aspect(defaults.size, f"{ratio[0]}:{ratio[1]}")
 
     seed_value = seed if seed is not None else flags.get("seed")
     if seed_value is not None:

@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-import io
-
-from PIL import Image
-
 from engine.images import read_parameters
-
-GRID_TIMEOUT = 60
-
-
-def has_grid(message) -> bool:
-    return any(a.filename.endswith("grid.png") for a in message.attachments)
-
-
-def picture(message):
-    return Image.open(io.BytesIO(message.attachments[0].data))
+from tests.bot.e2e import GRID_TIMEOUT, has_grid, has_upscale, picture
 
 
 async def test_imagine_defers_then_posts_a_grid_with_nine_buttons(discord, bot):
@@ -58,7 +45,7 @@ async def test_u2_upscales_the_second_image_twice_as_large(discord, bot):
 
     click = await discord.click(discord.bob, grid, "U2")
     assert (await click.acked()).elapsed < 3
-    upscale = await click.wait_for(lambda m: any(a.filename.endswith("upscale.png") for a in m.attachments), GRID_TIMEOUT)
+    upscale = await click.wait_for(has_upscale, GRID_TIMEOUT)
 
     assert picture(upscale).size == (128, 128)
     assert "Seed: 43" in read_parameters(upscale.attachments[0].data)
@@ -71,7 +58,7 @@ async def test_vary_subtle_on_an_upscale_gives_a_grid_at_the_original_size(disco
     """Vary (Subtle) on an upscaled image makes a new grid at the size the grid was made at, not twice that."""
     grid = await make_grid(discord)
     upscale = await (await discord.click(discord.alice, grid, "U1")).wait_for(
-        lambda m: any(a.filename.endswith("upscale.png") for a in m.attachments), GRID_TIMEOUT)
+        has_upscale, GRID_TIMEOUT)
 
     vary = await (await discord.click(discord.alice, upscale, "Vary (Subtle)")).wait_for(has_grid, GRID_TIMEOUT)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.bot.test_imagine import GRID_TIMEOUT, has_grid
+from tests.bot.e2e import GRID_TIMEOUT, has_grid
 
 
 async def test_plain_member_cannot_change_limits_even_when_discord_shows_the_command(discord, bot):

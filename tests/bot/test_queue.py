@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import diffusers
-import pytest
 
-from tests.bot.test_imagine import GRID_TIMEOUT, has_grid
+from tests.bot.e2e import GRID_TIMEOUT, has_grid, job_id
 
 
 async def busy_engine(discord, user="alice", steps=50):
@@ -42,8 +41,7 @@ async def test_members_cannot_cancel_each_others_jobs_but_moderators_can(discord
     refused = await discord.click(discord.bob, queued, "Cancel")
     assert "only cancel your own" in (await refused.wait_for(lambda m: m.ephemeral)).content
 
-    job_id = int(queued.buttons[0]["custom_id"].split(":")[2])
-    await (await discord.slash(discord.mod, "general", "cancel", job=job_id)).wait_for(lambda m: "Cancelled" in m.content)
+    await (await discord.slash(discord.mod, "general", "cancel", job=job_id(queued))).wait_for(lambda m: "Cancelled" in m.content)
     await owl.wait_for(lambda m: "Cancelled" in m.content)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.test_imagine import has_grid, picture
+from tests.bot.e2e import has_grid, has_upscale, picture
 
 REPO = Path(__file__).resolve().parents[2]
 SLOW = 120  # a cold process imports torch and diffusers before it connects
@@ -62,7 +62,7 @@ async def test_bot_restarted_between_the_result_and_the_click_still_serves_u1(di
     click = await discord.click(discord.alice, grid, "U1")
 
     assert (await click.acked()).elapsed < 3
-    upscale = await click.wait_for(lambda m: any(a.filename.endswith("upscale.png") for a in m.attachments), SLOW)
+    upscale = await click.wait_for(has_upscale, SLOW)
     assert picture(upscale).size == (128, 128)
 
 

@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from tests.bot.test_imagine import GRID_TIMEOUT
+from tests.bot.e2e import GRID_TIMEOUT, job_id
 
 
 def spoiler_grid(message) -> bool:
@@ -14,8 +14,7 @@ def spoiler_grid(message) -> bool:
 
 
 async def grid_of_job(bot, message) -> bytes:
-    job_id = int(message.buttons[0]["custom_id"].split(":")[2])
-    return await bot.store.grid(job_id)
+    return await bot.store.grid(job_id(message))
 
 
 async def test_flagged_images_are_blurred_spoilers_where_nsfw_is_not_allowed(discord, start_bot, tiny_model_nsfw):

@@ -1,0 +1,71 @@
+"""Prompt flags and options: what members type becomes one complete recipe, or a message saying what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.parsing import BadInput, find_banned, parse_imagine, split_flags
+from engine.jobs import ModelDefaults
+
+SD15 = ModelDefaults(steps=25, guidance=7.0, size=512, model="sd15", scheduler="PNDMScheduler")
+
+
+def test_midjourney_flags_fill_the_recipe():
+    """--ar, --seed, --no, --steps and --guidance inside the prompt set the recipe; the prompt keeps only the words."""
+    recipe = parse_imagine("a fox in snow --ar 16:9 --seed 42 --no text, watermark --steps 30 --guidance 6", SD15)
+
+    assert recipe.prompt == "a fox in snow"
+    assert recipe.negative_prompt == "text, watermark"
+    assert (recipe.width, recipe.height, recipe.aspect) == (680, 384, "16:9")
+    assert recipe.seeds == (42, 43, 44, 45)
+    assert (recipe.steps, recipe.guidance) == (30, 6.0)
+
+
+def test_slash_options_win_over_flags_in_the_prompt():
+    """A value given both ways takes the slash-command option, as documented in README."""
+    recipe = parse_imagine("a fox --ar 16:9 --steps 30 --no snow", SD15, aspect="2:3", steps=10, negative="rain")
+
+    assert recipe.aspect == "2:3" and recipe.width < recipe.height
+    assert recipe.steps == 10
+    assert recipe.negative_prompt == "rain"
+
+
+def test_model_defaults_apply_when_nothing_is_given():
+    """Without flags or options the model's own steps, guidance and native size are used, square."""
+    recipe = parse_imagine("a fox", SD15)
+
+    assert (recipe.width, recipe.height, recipe.steps, recipe.guidance) == (512, 512, 25, 7.0)
+    assert len(set(recipe.seeds)) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a fox --ar 16x9", "must look like `16:9`"),
+        ("a fox --ar 10:1", "too extreme"),
+        ("a fox --ar 0:1", "too extreme"),
+        ("a fox --seed -1", "Seed must be from 0 to 4294967295, got -1"),
+        ("a fox --seed soon", "Seed must be a whole number"),
+        ("a fox --steps 0", "Steps must be from 1 to 150, got 0"),
+        ("a fox --guidance lots", "Guidance must be a number"),
+        ("a fox --chaos 10", "`--chaos` is not an option I know"),
+        ("a fox --ar 1:1 --ar 2:3", "given twice"),
+        ("--ar 1:1", "The prompt is empty"),
+    ],
+)
+def test_bad_values_say_what_is_wrong_and_what_is_allowed(text, message):
+    """Each kind of bad input is refused with a sentence naming the problem."""
+    with pytest.raises(BadInput, match=message.replace("(", r"\(")):
+        parse_imagine(text, SD15)
+
+
+def test_flags_must_be_separate_words():
+    """Double dashes inside words are part of the prompt, not flags."""
+    prompt, flags = split_flags("a well--lit room --ar 3:2")
+    assert prompt == "a well--lit room" and flags == {"aspect": "3:2"}
+
+
+def test_banned_words_match_whole_words_in_any_case():
+    """Banned phrases match whole words regardless of case, not parts of other words."""
+    assert find_banned("A Red Fox", ["red fox"]) == "red fox"
+    assert find_banned("a redder foxglove", ["red fox", "fox"]) is None
