@@ -213,10 +213,7 @@ class Runner:
         if out_of_memory:
             _free_memory(self.device)
             raise JobFailed(_oom_message(request, self._output_size(request)))
-        result = _replace_elapsed(result, time.perf_counter() - started)
-        log.info("%s: %d image(s) %dx%d, %d steps, in %.1fs", request.kind, len(result.images), result.width,
-                 result.height, request.steps, result.elapsed)
-        return result
+        return _replace_elapsed(result, time.perf_counter() - started)
 
     def imagine(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
         """Text to image, one image per seed (imagine and reroll)."""
@@ -338,7 +335,7 @@ class Runner:
             if cancel.is_set():
                 raise _Cancelled(i + 1)
             if report is not None:
-                total = pipe.num_timesteps
+                total = getattr(pipe, "num_timesteps", None) or i + 1
                 step = i + 1
                 preview = None
                 if every and (step % every == 0) and step < total:

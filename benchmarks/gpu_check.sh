@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# For someone with a GPU: does the engine run on CUDA, how fast, and what does it add over raw diffusers?
+#
+#   bash benchmarks/gpu_check.sh                      # the tiny model (written to a temp dir), no download
+#   IMAGINE_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 bash benchmarks/gpu_check.sh
+#
+# Prints the device name, the load time, one real job's timings (imagine, variation, upscale) and the
+# engine-overhead benchmark (engine/raw ratio, event-loop lag). Run from the repository root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
+export GPU_CHECK_DEVICE="${GPU_CHECK_DEVICE:-cuda}"   # GPU_CHECK_DEVICE=cpu smoke-tests this script without a GPU
+
+"$PYTHON" - <<'EOF'
+import os, torch
+if os.environ["GPU_CHECK_DEVICE"] == "cpu":
+    print(f"no GPU check: running on cpu, torch {torch.__version__}")
+elif not torch.cuda.is_available():
+    raise SystemExit(f"no CUDA GPU visible to torch {torch.__version__} (cuda build: {torch.version.cuda})")
+else:
+    print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+EOF
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+if [[ -z "${IMAGINE_MODEL:-}" ]]; then
+    "$PYTHON" -m engine.tiny "$WORK/tiny-model" >/dev/null
+    export IMAGINE_MODEL="$WORK/tiny-model"
+    SIZE_ARGS=(--size 512)   # the tiny model's native side is 64; benchmark at SD 1.5's
+else
+    SIZE_ARGS=()             # the model's native size
+fi
+echo "model: $IMAGINE_MODEL"
+
+"$PYTHON" - <<'EOF'
+import asyncio, os, time
+from engine import Engine, EngineSettings, Request
+
+async def main():
+    device = os.environ["GPU_CHECK_DEVICE"]
+    settings = EngineSettings.from_env({**os.environ, "IMAGINE_DEVICE": device})
+    engine = Engine(settings)
+    started = time.perf_counter()
+    await engine.start()
+    print(f"loaded in {time.perf_counter() - started:.1f}s on {engine.device}; defaults {engine.defaults}")
+    d = engine.defaults
+    size = d.size if d.size >= 256 else 512
+    request = Request("imagine", "a red fox in snow, detailed fur", width=size, height=size, steps=d.steps,
+                      guidance=d.guidance, seeds=(1, 2, 3, 4))
+    try:
+        await engine.submit("warm-up", request)
+        result = await engine.submit("imagine", request)
+        print(f"imagine: 4 x {result.width}x{result.height}, {d.steps} steps: {result.elapsed:.2f}s")
+        variation = await engine.submit("variation", Request("variation", request.prompt, steps=d.steps,
+                                        guidance=d.guidance, seeds=(5, 6, 7, 8), init_image=result.images[0],
+                                        strength=0.7))
+        print(f"variation (strong): 4 x {variation.width}x{variation.height}: {variation.elapsed:.2f}s")
+        upscaled = await engine.submit("upscale", Request("upscale", request.prompt, steps=d.steps,
+                                       guidance=d.guidance, seeds=(9,), init_image=result.images[0]))
+        print(f"upscale: 1 x {upscaled.width}x{upscaled.height}: {upscaled.elapsed:.2f}s")
+        import torch
+        if device == "cuda":
+            print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    finally:
+        await engine.stop()
+
+asyncio.run(main())
+EOF
+
+"$PYTHON" benchmarks/engine_overhead.py --model "$IMAGINE_MODEL" --device "$GPU_CHECK_DEVICE" "${SIZE_ARGS[@]}" --rounds "${ROUNDS:-5}"
