@@ -11,11 +11,14 @@ the SQLite write lock; the count of "database is locked" errors must stay 0.
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import aiosqlite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -71,7 +74,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="how long each configuration runs")
     args = parser.parse_args()
-    print(f"SQLite {sqlite3.sqlite_version}, {args.seconds:g} s per row")
+    load = ", ".join(f"{n:.2f}" for n in os.getloadavg())
+    print(f"SQLite {sqlite3.sqlite_version}, aiosqlite {aiosqlite.__version__}, {args.seconds:g} s per row, "
+          f"load average {load} on {os.cpu_count()} CPUs")
     header = ("workload", "stores", "users", "decisions/s", "admitted", "refused", "locked")
     print(f"{header[0]:<14} {header[1]:>6} {header[2]:>6} {header[3]:>12} {header[4]:>9} {header[5]:>9} {header[6]:>7}")
     total_locked = 0

@@ -1,9 +1,9 @@
 """The SQLite store: the job queue and history, moderator limits, banned words, and image files on disk.
 
-One thread owns the store's sqlite3 connection (the shape of aiosqlite's core.py), and each public method hands it
-one whole function to run: a transaction costs one hop from the event loop, and the SQLite write lock is held only
-while SQLite works, never across event-loop turns. Every write is `BEGIN IMMEDIATE ... COMMIT`, so two Store objects
-(two connections, two processes) on the same file never over-admit.
+The connection is an aiosqlite one (its own thread; each statement is one hop from the event loop). Every write is
+`BEGIN IMMEDIATE ... COMMIT`, so two Store objects (two connections, two processes) on the same file never over-admit,
+and within one Store an asyncio.Lock keeps the statements of concurrent transactions from interleaving on the shared
+connection. Each transaction is as few statements as it can be: an admission is BEGIN, one SELECT, one INSERT, COMMIT.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import aiosqlite
 
 from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError
 
@@ -86,46 +87,61 @@ class Job:
         return cls(**values)
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
+async def connect(path: str | Path) -> aiosqlite.Connection:
     """Open a connection the way every connection to the store is opened: autocommit (we BEGIN ourselves), WAL."""
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # used by one thread at a time
+    db = await aiosqlite.connect(path, isolation_level=None)
     try:
-        db.row_factory = sqlite3.Row
+        db.row_factory = aiosqlite.Row
         # First, so that switching to WAL waits for another process instead of failing.
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-        (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+        await db.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        ((mode,),) = await db.execute_fetchall("PRAGMA journal_mode = WAL")
         if mode.lower() != "wal":
             log.warning("SQLite refused WAL for %s (journal_mode=%s); concurrent access will be slower", path, mode)
-        db.execute("PRAGMA synchronous = NORMAL")  # in WAL: durable at checkpoints, never corrupt
-        db.execute("PRAGMA foreign_keys = ON")
+        await db.execute_fetchall("PRAGMA synchronous = NORMAL")  # in WAL: durable at checkpoints, never corrupt
+        await db.execute_fetchall("PRAGMA foreign_keys = ON")
     except BaseException:
-        db.close()
+        await db.close()
         raise
     return db
 
 
-def _begin_immediate(db: sqlite3.Connection) -> None:
+async def fetch_one(db: aiosqlite.Connection, sql: str, parameters: Any = ()) -> sqlite3.Row | None:
+    """The first row of a statement, or None, in one hop (execute + fetchone would be two, and leave it unfinished)."""
+    rows = await db.execute_fetchall(sql, parameters)
+    return next(iter(rows), None)
+
+
+async def _rowcount(db: aiosqlite.Connection, sql: str, parameters: Any = ()) -> int:
+    """Run one INSERT/UPDATE/DELETE and return how many rows it changed, in one hop."""
+    cursor = await db.execute(sql, parameters)
+    return cursor.rowcount
+
+
+async def _begin_immediate(db: aiosqlite.Connection) -> None:
     """BEGIN IMMEDIATE, retried if another connection holds the write lock even past busy_timeout."""
     for attempt in range(1, 11):
         try:
-            db.execute("BEGIN IMMEDIATE")
+            await db.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as e:
             if "locked" not in str(e) and "busy" not in str(e) or attempt == 10:
                 raise
             log.warning("database busy for %d ms, retrying BEGIN IMMEDIATE (attempt %d)", BUSY_TIMEOUT_MS, attempt)
-            time.sleep(0.05 * attempt)  # on the store's thread, not the event loop
+            await asyncio.sleep(0.05 * attempt)
 
 
-def transaction(db: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-    """Run `body` in one write transaction, committed if it returns, rolled back if it raises."""
-    _begin_immediate(db)
+async def transaction(db: aiosqlite.Connection, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    """Run `body` in one write transaction, committed if it returns, rolled back if it (or COMMIT) raises.
+
+    The caller makes sure no other coroutine uses `db` until this returns (Store._write holds the Store's lock)."""
+    await _begin_immediate(db)
     try:
-        result = body(db)
+        result = await body(db)
+        await db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite may already have rolled back by itself (e.g. on SQLITE_FULL)
+            await db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
     return result
 
 
@@ -169,32 +185,32 @@ def _too_new(path: Path, current: int, known: int) -> SchemaTooNew:
     )
 
 
-def migrate(db: sqlite3.Connection, path: Path, migrations_dir: Path) -> int:
+async def migrate(db: aiosqlite.Connection, path: Path, migrations_dir: Path) -> int:
     """Apply the migrations the database lacks, each in its own transaction; returns the resulting version.
 
     Not executescript: it would commit first and leave a failed migration half-applied."""
     migrations = _read_migrations(migrations_dir)
     known = len(migrations)
-    (current,) = db.execute("PRAGMA user_version").fetchone()
+    ((current,),) = await db.execute_fetchall("PRAGMA user_version")
     if current > known:
         raise _too_new(path, current, known)
 
-    def apply(db: sqlite3.Connection, version: int, sql: str) -> bool:
+    async def apply(db: aiosqlite.Connection, version: int, sql: str) -> bool:
         # Read again inside the write transaction: another process may have migrated the file meanwhile.
-        (current,) = db.execute("PRAGMA user_version").fetchone()
+        ((current,),) = await db.execute_fetchall("PRAGMA user_version")
         if current > known:
             raise _too_new(path, current, known)
         if current >= version:
             return False
         for statement in _statements(sql):
-            db.execute(statement)
+            await db.execute(statement)
         # user_version lives in the database header, so it commits (or rolls back) with the migration.
-        db.execute(f"PRAGMA user_version = {version:d}")
+        await db.execute(f"PRAGMA user_version = {version:d}")
         return True
 
     for version, name, sql in migrations[current:]:
         try:
-            applied = transaction(db, lambda db: apply(db, version, sql))
+            applied = await transaction(db, lambda db: apply(db, version, sql))
         except sqlite3.Error as e:
             raise MigrationError(
                 f"migration {name} failed on {path.name}: {e}; the database was left at version {version - 1}"
@@ -282,9 +298,10 @@ def _normalise_word(word: str) -> str:
 class Store:
     """The bot's database. Open with `await Store.open(path)`, close with `await store.close()`."""
 
-    def __init__(self, db: sqlite3.Connection, thread: ThreadPoolExecutor, path: Path, images_dir: Path):
+    def __init__(self, db: aiosqlite.Connection, path: Path, images_dir: Path):
         self._db = db
-        self._thread = thread
+        self._lock = asyncio.Lock()  # held for the whole of each write transaction on `_db`
+        self._writes: set[asyncio.Task[Any]] = set()  # write transactions asked for and not yet finished
         self.path = path
         self.images_dir = images_dir
         self._closed = False
@@ -300,16 +317,10 @@ class Store:
         """
         path = Path(path)
         images_dir = Path(images_dir) if images_dir is not None else path.parent / "images"
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-{path.name}")
-        loop = asyncio.get_running_loop()
+        db = await connect(path)
+        store = cls(db, path, images_dir)
         try:
-            db = await loop.run_in_executor(thread, connect, path)
-        except BaseException:
-            thread.shutdown(wait=False)
-            raise
-        store = cls(db, thread, path, images_dir)
-        try:
-            version = await store._run(migrate, path, Path(migrations_dir) if migrations_dir else MIGRATIONS_DIR)
+            version = await migrate(db, path, Path(migrations_dir) if migrations_dir else MIGRATIONS_DIR)
         except BaseException:
             await store.close()
             raise
@@ -317,12 +328,15 @@ class Store:
         return store
 
     async def close(self) -> None:
-        """Finish whatever is queued, close the connection and end its thread. Closing twice is harmless."""
+        """Finish the writes already asked for, then close the connection and end its thread. Closing twice is
+        harmless."""
         if self._closed:
             return
         self._closed = True
-        await self._run(lambda db: db.close())
-        self._thread.shutdown(wait=False)
+        if self._writes:
+            await asyncio.wait(set(self._writes))
+        async with self._lock:  # after the reads waiting for a transaction, which queued on the lock first
+            await self._db.close()
 
     async def __aenter__(self) -> Store:
         return self
@@ -330,15 +344,31 @@ class Store:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _run(self, function: Callable[..., T], *args: object) -> T:
-        """Run `function(connection, *args)` on the store's thread. Reads run as they are (a single SELECT sees one
-        consistent snapshot); writes go through `_write`. If the awaiting task is cancelled, the function still runs
-        to its end (a transaction is never cut in half); only its result is lost."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, function, self._db, *args)
+    async def _read(self, sql: str, parameters: Any = ()) -> list[sqlite3.Row]:
+        """Every row of one SELECT (which sees one consistent snapshot), in one hop. It shares the connection only
+        while no transaction is open on it, so that it never sees another coroutine's uncommitted writes."""
+        if not self._lock.locked():
+            # No await between the check and the statement being queued: it runs before any later BEGIN.
+            return list(await self._db.execute_fetchall(sql, parameters))
+        async with self._lock:
+            return list(await self._db.execute_fetchall(sql, parameters))
 
-    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `body(connection)` on the store's thread as one BEGIN IMMEDIATE transaction."""
-        return await self._run(transaction, body)
+    async def _read_one(self, sql: str, parameters: Any = ()) -> sqlite3.Row | None:
+        rows = await self._read(sql, parameters)
+        return rows[0] if rows else None
+
+    async def _write(self, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `body(connection)` as one BEGIN IMMEDIATE transaction, alone on the connection. If the awaiting task
+        is cancelled, the transaction still runs to its end (it is never cut in half); only its result is lost."""
+
+        async def run() -> T:
+            async with self._lock:
+                return await transaction(self._db, body)
+
+        task = asyncio.ensure_future(run())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
 
     # --- jobs ------------------------------------------------------------------------------------------------
 
@@ -364,10 +394,10 @@ class Store:
         now = time.time() if now is None else now
         recipe_json = json.dumps(recipe)
 
-        def check_and_insert(db: sqlite3.Connection) -> sqlite3.Row:
+        async def check_and_insert(db: aiosqlite.Connection) -> sqlite3.Row:
             # Both counts and, for a refusal, the creation time of the job whose ageing-out frees a slot
             # (the jobs_per_hour-th newest in the window), in one statement.
-            recent, oldest_that_counts, queued = db.execute(
+            ((recent, oldest_that_counts, queued),) = await db.execute_fetchall(
                 """
                 SELECT
                     (SELECT COUNT(*) FROM jobs
@@ -378,14 +408,14 @@ class Store:
                     (SELECT COUNT(*) FROM jobs WHERE user_id = :user AND channel_id = :channel AND status = 'queued')
                 """,
                 {"user": user_id, "channel": channel_id, "since": now - WINDOW_S, "skip": limits.jobs_per_hour - 1},
-            ).fetchone()
+            )
             if recent >= limits.jobs_per_hour:
                 # A job counts while created_at > now - 1h, so it stops counting exactly at created_at + 1h.
                 raise RateLimited(limits.jobs_per_hour, oldest_that_counts + WINDOW_S)
             if queued >= limits.max_queued:
                 raise TooManyQueued(limits.max_queued)
             try:
-                return db.execute(
+                (row,) = await db.execute_fetchall(
                     """
                     INSERT INTO jobs (kind, status, user_id, guild_id, channel_id, recipe, parent_id, created_at,
                                       interaction_token, token_expires_at)
@@ -394,11 +424,12 @@ class Store:
                     """,
                     (kind, user_id, guild_id, channel_id, recipe_json, parent_id, now,
                      interaction_token, token_expires_at),
-                ).fetchone()
+                )
             except sqlite3.IntegrityError:
                 if parent_id is not None:  # the only foreign key
                     raise JobNotFound(parent_id) from None
                 raise
+            return row
 
         return Job.from_row(await self._write(check_and_insert))
 
@@ -406,7 +437,8 @@ class Store:
         """Mark the next job in fair order as running and return it; None if nothing is queued."""
         now = time.time() if now is None else now
         row = await self._write(
-            lambda db: db.execute(
+            lambda db: fetch_one(
+                db,
                 _QUEUE
                 + """
                 UPDATE jobs
@@ -416,7 +448,7 @@ class Store:
                 RETURNING *
                 """,
                 {"now": now},
-            ).fetchone()
+            )
         )
         if row is None:
             return None
@@ -425,12 +457,12 @@ class Store:
         return job
 
     async def get_job(self, job_id: int) -> Job | None:
-        row = await self._run(lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+        row = await self._read_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return None if row is None else Job.from_row(row)
 
     async def _update_job(self, job_id: int, sql: str, parameters: Sequence[object]) -> None:
         """Run an UPDATE of one job's columns, the job's id as its last parameter; JobNotFound if no such job."""
-        updated = await self._write(lambda db: db.execute(sql, (*parameters, job_id)).rowcount)
+        updated = await self._write(lambda db: _rowcount(db, sql, (*parameters, job_id)))
         if updated == 0:
             raise JobNotFound(job_id)
 
@@ -465,18 +497,19 @@ class Store:
             files["grid.png"] = grid
         await asyncio.to_thread(_write_files, job_dir, files)
 
-        def mark_done(db: sqlite3.Connection) -> tuple[bool, sqlite3.Row]:
-            row = db.execute(
+        async def mark_done(db: aiosqlite.Connection) -> tuple[bool, sqlite3.Row]:
+            row = await fetch_one(
+                db,
                 """
                 UPDATE jobs SET status = 'done', finished_at = ?, result = ?, image_count = ?, error = NULL
                  WHERE id = ? AND status = 'running'
                 RETURNING *
                 """,
                 (now, json.dumps(result), len(images), job_id),
-            ).fetchone()
+            )
             if row is not None:
                 return True, row
-            return False, db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return False, await fetch_one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
 
         done, row = await self._write(mark_done)
         job = Job.from_row(row)
@@ -493,18 +526,19 @@ class Store:
         finished or cancelled is returned unchanged. Raises JobNotFound."""
         now = time.time() if now is None else now
 
-        def mark_failed(db: sqlite3.Connection) -> tuple[bool, sqlite3.Row | None]:
-            row = db.execute(
+        async def mark_failed(db: aiosqlite.Connection) -> tuple[bool, sqlite3.Row | None]:
+            row = await fetch_one(
+                db,
                 """
                 UPDATE jobs SET status = 'failed', finished_at = ?, error = ?
                  WHERE id = ? AND status IN ('queued', 'running')
                 RETURNING *
                 """,
                 (now, error, job_id),
-            ).fetchone()
+            )
             if row is not None:
                 return True, row
-            return False, db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return False, await fetch_one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
 
         failed, row = await self._write(mark_failed)
         if row is None:
@@ -517,14 +551,15 @@ class Store:
         """Cancel a queued or running job and return it; None if there is no such job or it already ended."""
         now = time.time() if now is None else now
         row = await self._write(
-            lambda db: db.execute(
+            lambda db: fetch_one(
+                db,
                 """
                 UPDATE jobs SET status = 'cancelled', finished_at = ?
                  WHERE id = ? AND status IN ('queued', 'running')
                 RETURNING *
                 """,
                 (now, job_id),
-            ).fetchone()
+            )
         )
         if row is None:
             return None
@@ -536,21 +571,24 @@ class Store:
         first started), and return every queued job in queue order so the bot can re-attach their messages.
         (`now` is accepted for symmetry; requeueing does not depend on the time.)"""
 
-        def requeue(db: sqlite3.Connection) -> tuple[list[int], list[sqlite3.Row]]:
-            running = [job_id for (job_id,) in db.execute(
+        async def requeue(db: aiosqlite.Connection) -> tuple[list[int], list[sqlite3.Row]]:
+            running = [job_id for (job_id,) in await db.execute_fetchall(
                 "SELECT id FROM jobs WHERE status = 'running' ORDER BY start_seq"
             )]
-            # Fresh turn numbers after every other: they run first, and their users go to the back afterwards,
-            # as if those turns had just been taken (see _QUEUE).
-            (last_turn,) = db.execute(
-                "SELECT COALESCE(MAX(start_seq), 0) FROM jobs WHERE start_seq IS NOT NULL"
-            ).fetchone()
-            db.executemany(
-                "UPDATE jobs SET status = 'queued', started_at = NULL, start_seq = ? WHERE id = ?",
-                [(last_turn + n, job_id) for n, job_id in enumerate(running, start=1)],
+            if running:
+                # Fresh turn numbers after every other: they run first, and their users go to the back afterwards,
+                # as if those turns had just been taken (see _QUEUE).
+                ((last_turn,),) = await db.execute_fetchall(
+                    "SELECT COALESCE(MAX(start_seq), 0) FROM jobs WHERE start_seq IS NOT NULL"
+                )
+                await db.executemany(
+                    "UPDATE jobs SET status = 'queued', started_at = NULL, start_seq = ? WHERE id = ?",
+                    [(last_turn + n, job_id) for n, job_id in enumerate(running, start=1)],
+                )
+            queued = await db.execute_fetchall(
+                _QUEUE + "SELECT jobs.* FROM queue JOIN jobs USING (id) ORDER BY queue.position"
             )
-            queued = db.execute(_QUEUE + "SELECT jobs.* FROM queue JOIN jobs USING (id) ORDER BY queue.position")
-            return running, queued.fetchall()
+            return running, list(queued)
 
         running, rows = await self._write(requeue)
         if running:
@@ -559,39 +597,33 @@ class Store:
 
     async def unfinished_jobs(self) -> list[Job]:
         """Queued and running jobs, oldest first."""
-        rows = await self._run(
-            lambda db: db.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id").fetchall()
-        )
+        rows = await self._read("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
         return [Job.from_row(row) for row in rows]
 
     async def queue_position(self, job_id: int) -> int | None:
         """1 if the job runs next, 2 after that...; 0 if it is running; None if it is neither queued nor running."""
-        row = await self._run(
-            lambda db: db.execute(
-                _QUEUE
-                + """
+        row = await self._read_one(
+            _QUEUE
+            + """
                 SELECT CASE status WHEN 'running' THEN 0
                                    WHEN 'queued' THEN (SELECT position FROM queue WHERE queue.id = jobs.id) END
                   FROM jobs WHERE id = ?
                 """,
-                (job_id,),
-            ).fetchone()
+            (job_id,),
         )
         return None if row is None else row[0]
 
     async def user_jobs(self, user_id: int, guild_id: int | None) -> list[tuple[Job, int]]:
         """The user's running (position 0) and queued jobs in this server (or in DMs for None), in run order."""
-        rows = await self._run(
-            lambda db: db.execute(
-                _QUEUE
-                + """
+        rows = await self._read(
+            _QUEUE
+            + """
                 SELECT jobs.*, CASE jobs.status WHEN 'running' THEN 0 ELSE queue.position END AS position
                   FROM jobs LEFT JOIN queue USING (id)
                  WHERE jobs.user_id = ? AND jobs.guild_id IS ? AND jobs.status IN ('queued', 'running')
                  ORDER BY position, jobs.id
                 """,
-                (user_id, guild_id),
-            ).fetchall()
+            (user_id, guild_id),
         )
         return [(Job.from_row(row), row["position"]) for row in rows]
 
@@ -629,21 +661,17 @@ class Store:
         many jobs lost their images. Files go first, so a crash half-way leaves nothing on disk unaccounted for."""
         now = time.time() if now is None else now
         cutoff = now - older_than_days * 86400
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT id FROM jobs WHERE image_count > 0 AND finished_at < ? ORDER BY id", (cutoff,)
-            ).fetchall()
-        )
+        rows = await self._read("SELECT id FROM jobs WHERE image_count > 0 AND finished_at < ? ORDER BY id", (cutoff,))
         job_ids = [job_id for (job_id,) in rows]
         for job_id in job_ids:
             await asyncio.to_thread(shutil.rmtree, self._job_dir(job_id), True)
 
-        def mark_pruned(db: sqlite3.Connection) -> None:
-            db.executemany(
+        async def mark_pruned(db: aiosqlite.Connection) -> None:
+            await db.executemany(
                 "UPDATE jobs SET image_count = 0, images_pruned = 1 WHERE id = ?", [(job_id,) for job_id in job_ids]
             )
             # So that ImagesGone can say how long images are kept.
-            db.execute(
+            await db.execute(
                 "INSERT INTO meta (key, value) VALUES ('store.images_kept_days', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (f"{older_than_days:g}",),
@@ -661,13 +689,11 @@ class Store:
         effective: dict[str, tuple[object, str]] = {key: (getattr(Limits(), key), "default") for key in LIMIT_KEYS}
         if guild_id is None:
             return effective
-        rows = await self._run(
-            lambda db: db.execute(
-                # Server rows (channel_id 0) first, so the channel's own rows win.
-                "SELECT channel_id, key, value FROM limits WHERE guild_id = ? AND channel_id IN (0, ?) "
-                "ORDER BY channel_id = 0 DESC",
-                (guild_id, channel_id),
-            ).fetchall()
+        rows = await self._read(
+            # Server rows (channel_id 0) first, so the channel's own rows win.
+            "SELECT channel_id, key, value FROM limits WHERE guild_id = ? AND channel_id IN (0, ?) "
+            "ORDER BY channel_id = 0 DESC",
+            (guild_id, channel_id),
         )
         for row in rows:
             effective[row["key"]] = (json.loads(row["value"]), "server" if row["channel_id"] == 0 else "channel")
@@ -695,26 +721,24 @@ class Store:
         if key is not None and key not in LIMIT_KEYS:
             raise InvalidLimit(f"There is no limit called '{key}'; the limits are: {', '.join(LIMIT_KEYS)}.")
         return await self._write(
-            lambda db: db.execute(
+            lambda db: _rowcount(
+                db,
                 "DELETE FROM limits WHERE guild_id = ? AND channel_id = ? AND (? IS NULL OR key = ?)",
                 (guild_id, channel_id or 0, key, key),
-            ).rowcount
+            )
         )
 
     async def banned_words(self, guild_id: int) -> list[str]:
-        rows = await self._run(
-            lambda db: db.execute("SELECT word FROM banned_words WHERE guild_id = ? ORDER BY word", (guild_id,))
-            .fetchall()
-        )
+        rows = await self._read("SELECT word FROM banned_words WHERE guild_id = ? ORDER BY word", (guild_id,))
         return [word for (word,) in rows]
 
     async def add_banned_word(self, guild_id: int, word: str) -> bool:
         """Ban a word (stored lower-case, single-spaced); False if it was already banned. UserError if empty."""
         word = _normalise_word(word)
         added = await self._write(
-            lambda db: db.execute(
-                "INSERT INTO banned_words (guild_id, word) VALUES (?, ?) ON CONFLICT DO NOTHING", (guild_id, word)
-            ).rowcount
+            lambda db: _rowcount(
+                db, "INSERT INTO banned_words (guild_id, word) VALUES (?, ?) ON CONFLICT DO NOTHING", (guild_id, word)
+            )
         )
         return added == 1
 
@@ -722,14 +746,14 @@ class Store:
         """Unban a word; False if it was not banned."""
         word = " ".join(word.split()).lower()
         removed = await self._write(
-            lambda db: db.execute("DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, word)).rowcount
+            lambda db: _rowcount(db, "DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, word))
         )
         return removed == 1
 
     # --- meta ------------------------------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        row = await self._run(lambda db: db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        row = await self._read_one("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else row[0]
 
     async def set_meta(self, key: str, value: str) -> None:
