@@ -9,7 +9,7 @@ import logging
 import discord
 import yarl
 from discord import app_commands
-from discord.ext import commands
+from discord.ext import commands, tasks
 
 from bot.config import Settings
 from bot.messages import JobMessages
@@ -58,10 +58,19 @@ class ImagineBot(commands.Bot):
             await self.load_extension(extension)
         await self.sync_commands()
         await self.runner.start()
+        self.prune_images.start()
 
     async def close(self) -> None:
+        self.prune_images.cancel()
         await self.runner.stop()
         await super().close()
+
+    @tasks.loop(hours=6)
+    async def prune_images(self) -> None:
+        """Delete images older than IMAGE_RETENTION_DAYS; their buttons then say so instead of failing."""
+        pruned = await self.store.prune_images(self.settings.image_retention_days)
+        if pruned:
+            log.info("Pruned the images of %d job(s) older than %g days", pruned, self.settings.image_retention_days)
 
     async def on_ready(self) -> None:
         log.info("Logged in as %s (%s) in %d server(s)", self.user, self.user.id if self.user else "?", len(self.guilds))
