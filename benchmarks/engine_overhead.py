@@ -93,7 +93,8 @@ async def bench(model: str, device: str, size: int | None, steps: int, rounds: i
     await engine.stop()
     ratio = statistics.median(engine_times) / statistics.median(raw_times)
     print(f"median raw {statistics.median(raw_times):.3f}s, median engine {statistics.median(engine_times):.3f}s, "
-          f"engine/raw {ratio:.3f} (goal <= 1.05)")
+          f"engine/raw {ratio:.3f} (goal <= 1.05); best-of ratio {min(engine_times) / min(raw_times):.3f} "
+          "(less sensitive to other processes on the machine)")
     print(f"event loop max lag during engine runs: {max(lags) * 1000:.1f} ms (goal < 50 ms)")
     return {"ratio": ratio, "max_lag": max(lags)}
 

@@ -220,3 +220,16 @@ async def test_bad_model_fails_start_with_a_readable_message(tmp_path):
     engine = Engine(EngineSettings(model=str(tmp_path / "missing"), device="cpu"))
     with pytest.raises(RuntimeError, match="could not load IMAGINE_MODEL="):
         await engine.start()
+
+
+async def test_dedicated_upscaler_is_used_when_configured(tiny_model):
+    """With upscaler_model set, upscale goes through that pipeline, names it in the recipe, and still returns 2x."""
+    engine = Engine(EngineSettings(model=str(tiny_model), device="cpu", upscaler_model=str(tiny_model)))
+    await engine.start()
+    try:
+        source = (await engine.submit("src", imagine(seeds=(1,), width=96))).images[0]
+        upscaled = await engine.submit("up", Request("upscale", "a fox", steps=2, seeds=(3,), init_image=source))
+    finally:
+        await engine.stop()
+    assert (upscaled.width, upscaled.height) == (192, 128) and size_of(upscaled.images[0]) == (192, 128)
+    assert f"Upscaler: {tiny_model}" in read_parameters(upscaled.images[0])
