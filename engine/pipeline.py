@@ -20,7 +20,9 @@ from typing import Callable
 import numpy as np
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, DiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
 from PIL import Image
+from transformers.utils import logging as transformers_logging
 
 from engine import images as imgs
 from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Request, Result
@@ -128,7 +130,10 @@ class Runner:
         if dtype == torch.float16 and device == "cpu":
             raise RuntimeError("IMAGINE_DTYPE float16 does not run on cpu; use float32 or bfloat16")
 
-        # 2. The text-to-image pipeline, from a hub id or a local folder.
+        # 2. The text-to-image pipeline, from a hub id or a local folder (loading bars only where the tqdm bar is on).
+        if not settings.progress_bar:
+            diffusers_logging.disable_progress_bar()
+            transformers_logging.disable_progress_bar()
         started = time.perf_counter()
         try:
             t2i = AutoPipelineForText2Image.from_pretrained(settings.model, dtype=dtype)
