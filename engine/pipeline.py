@@ -246,9 +246,11 @@ class Runner:
         return self._finish(request, pictures, truncated, steps=request.steps)
 
     def variation(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
-        """Image to image from the chosen picture, one new image per seed."""
-        # 1. The chosen image, at a size the VAE takes (multiples of 8).
-        init = _fit_to_multiple_of_8(imgs.open_png(request.init_image))
+        """Image to image from the chosen picture, one new image per seed, at the request's size."""
+        # 1. The chosen image at the requested size (an upscale varies back at the size its grid was made at).
+        init = imgs.open_png(request.init_image).convert("RGB")
+        if init.size != (request.width, request.height):
+            init = init.resize((request.width, request.height), Image.Resampling.LANCZOS)
         truncated = self._prompt_truncated(request.prompt)
 
         # 2. Enough steps that steps * strength is at least one.
@@ -413,7 +415,7 @@ class Runner:
 
     def _output_size(self, request: Request) -> tuple[int, int]:
         """Size of the images a request makes (for upscale: twice the chosen image)."""
-        if request.init_image is None:
+        if request.kind != "upscale":
             return request.width, request.height
         width, height = _fit_to_multiple_of_8(imgs.open_png(request.init_image)).size
         return (2 * width, 2 * height) if request.kind == "upscale" else (width, height)

@@ -67,10 +67,10 @@ async def test_progress_arrives_on_the_loop_with_previews(engine):
 
 
 async def test_variation_and_upscale_sizes(engine):
-    """variation makes 4 images at the chosen image's size; upscale makes one image at twice its size."""
+    """variation makes 4 images at the requested size; upscale makes one image at twice the chosen image's size."""
     source = (await engine.submit("src", imagine(width=96, height=64, seeds=(1,)))).images[0]
-    variation = await engine.submit("var", Request("variation", "a fox", steps=4, seeds=(5, 6, 7, 8),
-                                                   init_image=source, strength=0.7))
+    variation = await engine.submit("var", Request("variation", "a fox", width=96, height=64, steps=4,
+                                                   seeds=(5, 6, 7, 8), init_image=source, strength=0.7))
     assert len(variation.images) == 4 and size_of(variation.grid) == (192, 128)
     assert all(size_of(png) == (96, 64) for png in variation.images)
     assert pixels(variation.images[0]) != pixels(source)
@@ -79,6 +79,9 @@ async def test_variation_and_upscale_sizes(engine):
     assert upscaled.grid is None and (upscaled.width, upscaled.height) == (192, 128)
     assert size_of(upscaled.images[0]) == (192, 128)
     assert "Upscale: 2" in read_parameters(upscaled.images[0])
+    again = await engine.submit("var2", Request("variation", "a fox", width=96, height=64, steps=4,
+                                                seeds=(5, 6, 7, 8), init_image=upscaled.images[0], strength=0.35))
+    assert all(size_of(png) == (96, 64) for png in again.images)  # the upscale is varied at the grid's size
 
 
 async def test_cancel_running_job_stops_between_steps(engine):
