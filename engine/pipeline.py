@@ -395,19 +395,19 @@ class Runner:
             steps=steps, sampler=self.defaults.scheduler, guidance=request.guidance, width=width, height=height,
             model=self.defaults.model,
         )
-        singles = tuple(
-            imgs.png_bytes(picture, imgs.parameters_text(request.prompt, request.negative_prompt, seed=seed,
-                                                         extra=extra, **recipe))
+        # One PNG per image with its own seed, and the grid with all four; encoded together.
+        pngs = [
+            (picture, imgs.parameters_text(request.prompt, request.negative_prompt, seed=seed, extra=extra, **recipe))
             for picture, seed in zip(pictures, request.seeds)
-        )
-        grid = None
+        ]
         if len(pictures) == 4:
             grid_extra = {**(extra or {}), "Grid seeds": '"' + ", ".join(map(str, request.seeds)) + '"'}
-            grid = imgs.png_bytes(
-                imgs.make_grid(pictures),
-                imgs.parameters_text(request.prompt, request.negative_prompt, seed=request.seeds[0],
-                                     extra=grid_extra, **recipe),
+            grid_text = imgs.parameters_text(
+                request.prompt, request.negative_prompt, seed=request.seeds[0], extra=grid_extra, **recipe
             )
+            pngs.append((imgs.make_grid(pictures), grid_text))
+        encoded = imgs.png_many(pngs)
+        singles, grid = tuple(encoded[: len(pictures)]), (encoded[-1] if len(pictures) == 4 else None)
         return Result(
             images=singles, grid=grid, seeds=tuple(request.seeds), nsfw=tuple(flags), width=width, height=height,
             prompt_truncated=truncated, elapsed=0.0, model=self.defaults.model, scheduler=self.defaults.scheduler,
