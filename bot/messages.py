@@ -89,6 +89,8 @@ class JobMessages:
     async def _deliver(self, job: Job, phase: int, shown: render.Shown) -> None:
         store = self.bot.store
         fresh = await store.get_job(job.id) or job  # the token or message may have moved since `job` was read
+        if (phase == QUEUED and fresh.status != "queued") or (phase == RUNNING and fresh.status != "running"):
+            return  # a late update about a state the job has already left
         if fresh.interaction_token and (fresh.token_expires_at or 0) - TOKEN_MARGIN > time.time():
             webhook = discord.Webhook.partial(self.bot.application_id, fresh.interaction_token, client=self.bot)
             try:

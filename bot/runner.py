@@ -83,7 +83,7 @@ class JobRunner:
         # 1. Build the engine request, with the source image for buttons that start from one.
         try:
             request = await self._request_for(job)
-        except UserError as error:
+        except (UserError, ValueError) as error:  # e.g. the source images were pruned; a recipe the engine refuses
             job = await self.store.fail_job(job.id, str(error))
             await self.messages.finished(job, render.failed(job))
             return
@@ -112,6 +112,8 @@ class JobRunner:
 
         # 3. Keep the images for the buttons, then show the result.
         job = await self.store.finish_job(job.id, images=result.images, grid=result.grid, result=_summary(result))
+        if job.status != "done":
+            return  # cancelled just before the engine took it; its message already says so
         log.info("Job %s (%s) done in %.1f s", job.id, job.kind, result.elapsed)
         parent = await self.store.get_job(job.parent_id) if job.parent_id else None
         shown = render.finished(job, list(result.images), parent=parent, nsfw_ok=job.recipe.get("nsfw_ok", False))
