@@ -65,8 +65,8 @@ async def submit(interaction: discord.Interaction[ImagineBot], kind: str, recipe
         await tell(interaction, str(error))
         return None
 
+    bot.runner.wake()  # an idle engine starts at once; the "waiting" edit below is then skipped as stale
     await bot.messages.queued(job, await bot.store.queue_position(job.id))
-    bot.runner.wake()
     return job
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POSITION_UPDATES = 25  # waiting jobs whose "#n in the queue" is refreshed when a job starts
+POSITION_UPDATES = 3  # the front of the queue sees itself move up; edits cost rate limit, /queue shows the rest
 
 
 class JobRunner:
@@ -138,7 +138,7 @@ class JobRunner:
         )
 
     async def _refresh_positions(self) -> None:
-        """Everyone still waiting moved up by one; tell them."""
+        """Everyone still waiting moved up by one; tell the front of the queue."""
         waiting = [job for job in await self.store.unfinished_jobs() if job.status == "queued"]
         for job in waiting[:POSITION_UPDATES]:
             await self.messages.queued(job, await self.store.queue_position(job.id))
