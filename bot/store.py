@@ -1,9 +1,12 @@
 """The SQLite store: the job queue and history, moderator limits, banned words, and image files on disk.
 
 The connection is an aiosqlite one (its own thread; each statement is one hop from the event loop). Every write is
-`BEGIN IMMEDIATE ... COMMIT`, so two Store objects (two connections, two processes) on the same file never over-admit,
-and within one Store an asyncio.Lock keeps the statements of concurrent transactions from interleaving on the shared
-connection. Each transaction is as few statements as it can be: an admission is BEGIN, one SELECT, one INSERT, COMMIT.
+`BEGIN IMMEDIATE ... COMMIT`, or one statement in autocommit (which SQLite runs the same way), so two Store objects
+(two connections, two processes) on the same file never over-admit, and within one Store an asyncio.Lock keeps the
+statements of concurrent transactions from interleaving on the shared connection. Each write is as few statements as
+it can be. An admission is first checked with one plain SELECT (no lock: a refusal needs nothing else), then made by
+one `INSERT ... SELECT ... WHERE <under the limits>` in autocommit, so checking and inserting are atomic across
+connections: two hops for an admission, one for a refusal.
 """
 
 from __future__ import annotations
@@ -256,6 +259,40 @@ queue AS (
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Admission: a user's jobs in a channel within the rolling hour (failed ones give their slot back), and their
+# waiting jobs. _ADMISSION_COUNTS also gives, for a refusal, the creation time of the job whose ageing-out frees a
+# slot (the jobs_per_hour-th newest in the window); _ADMIT inserts the job only if both counts are under the limits.
+_ADMISSION_COUNTS = """
+SELECT
+    (SELECT COUNT(*) FROM jobs
+      WHERE user_id = :user AND channel_id = :channel AND created_at > :since AND status != 'failed'),
+    (SELECT created_at FROM jobs
+      WHERE user_id = :user AND channel_id = :channel AND created_at > :since AND status != 'failed'
+      ORDER BY created_at DESC LIMIT 1 OFFSET :skip),
+    (SELECT COUNT(*) FROM jobs WHERE user_id = :user AND channel_id = :channel AND status = 'queued')
+"""
+_ADMIT = """
+INSERT INTO jobs (kind, status, user_id, guild_id, channel_id, recipe, parent_id, created_at,
+                  interaction_token, token_expires_at)
+SELECT :kind, 'queued', :user, :guild, :channel, :recipe, :parent, :now, :token, :expires
+ WHERE (SELECT COUNT(*) FROM jobs
+         WHERE user_id = :user AND channel_id = :channel AND created_at > :since AND status != 'failed') < :per_hour
+   AND (SELECT COUNT(*) FROM jobs WHERE user_id = :user AND channel_id = :channel AND status = 'queued') < :max_queued
+RETURNING *
+"""
+
+
+def _raise_if_refused(counts: sqlite3.Row, limits: Limits) -> None:
+    """Raise RateLimited or TooManyQueued if the _ADMISSION_COUNTS row says the user is over a limit."""
+    recent, oldest_that_counts, queued = counts
+    if recent >= limits.jobs_per_hour:
+        # A job counts while created_at > now - 1h, so it stops counting exactly at created_at + 1h.
+        raise RateLimited(limits.jobs_per_hour, oldest_that_counts + WINDOW_S)
+    if queued >= limits.max_queued:
+        raise TooManyQueued(limits.max_queued)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Limits
 
 
@@ -370,6 +407,24 @@ class Store:
         task.add_done_callback(self._writes.discard)
         return await asyncio.shield(task)
 
+    async def _write_statement(self, sql: str, parameters: Any = ()) -> sqlite3.Row | None:
+        """The first row of one INSERT/UPDATE/DELETE ... RETURNING, run as its own transaction, in one hop.
+
+        SQLite runs a lone write statement in autocommit as BEGIN IMMEDIATE; statement; COMMIT: it takes the write
+        lock (waiting up to busy_timeout) before it reads anything, so what it reads and writes is atomic across
+        connections. Like _read, it shares the connection only while none of this Store's transactions is open."""
+        try:
+            if not self._lock.locked():
+                # No await between the check and the statement being queued: it runs before any later BEGIN.
+                return await fetch_one(self._db, sql, parameters)
+            async with self._lock:
+                return await fetch_one(self._db, sql, parameters)
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+        # Busy past busy_timeout: again inside a transaction, whose BEGIN IMMEDIATE is retried.
+        return await self._write(lambda db: fetch_one(db, sql, parameters))
+
     # --- jobs ------------------------------------------------------------------------------------------------
 
     async def admit(
@@ -392,46 +447,37 @@ class Store:
         if not limits.enabled or limits.jobs_per_hour < 1:
             raise UserError("Image generation is turned off in this channel.")
         now = time.time() if now is None else now
-        recipe_json = json.dumps(recipe)
+        job = {"kind": kind, "user": user_id, "guild": guild_id, "channel": channel_id, "recipe": json.dumps(recipe),
+               "parent": parent_id, "now": now, "token": interaction_token, "expires": token_expires_at,
+               "since": now - WINDOW_S, "per_hour": limits.jobs_per_hour, "max_queued": limits.max_queued}
+        counts = {key: job[key] for key in ("user", "channel", "since")} | {"skip": limits.jobs_per_hour - 1}
 
-        async def check_and_insert(db: aiosqlite.Connection) -> sqlite3.Row:
-            # Both counts and, for a refusal, the creation time of the job whose ageing-out frees a slot
-            # (the jobs_per_hour-th newest in the window), in one statement.
-            ((recent, oldest_that_counts, queued),) = await db.execute_fetchall(
-                """
-                SELECT
-                    (SELECT COUNT(*) FROM jobs
-                      WHERE user_id = :user AND channel_id = :channel AND created_at > :since AND status != 'failed'),
-                    (SELECT created_at FROM jobs
-                      WHERE user_id = :user AND channel_id = :channel AND created_at > :since AND status != 'failed'
-                      ORDER BY created_at DESC LIMIT 1 OFFSET :skip),
-                    (SELECT COUNT(*) FROM jobs WHERE user_id = :user AND channel_id = :channel AND status = 'queued')
-                """,
-                {"user": user_id, "channel": channel_id, "since": now - WINDOW_S, "skip": limits.jobs_per_hour - 1},
-            )
-            if recent >= limits.jobs_per_hour:
-                # A job counts while created_at > now - 1h, so it stops counting exactly at created_at + 1h.
-                raise RateLimited(limits.jobs_per_hour, oldest_that_counts + WINDOW_S)
-            if queued >= limits.max_queued:
-                raise TooManyQueued(limits.max_queued)
-            try:
-                (row,) = await db.execute_fetchall(
-                    """
-                    INSERT INTO jobs (kind, status, user_id, guild_id, channel_id, recipe, parent_id, created_at,
-                                      interaction_token, token_expires_at)
-                    VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
-                    RETURNING *
-                    """,
-                    (kind, user_id, guild_id, channel_id, recipe_json, parent_id, now,
-                     interaction_token, token_expires_at),
-                )
-            except sqlite3.IntegrityError:
-                if parent_id is not None:  # the only foreign key
-                    raise JobNotFound(parent_id) from None
-                raise
-            return row
+        # 1. The check alone, as one read outside any transaction (no lock, one hop). A refusal from this snapshot,
+        #    exact retry_at included, is the decision the request would have got arriving at that moment.
+        _raise_if_refused(await self._read_one(_ADMISSION_COUNTS, counts), limits)
+        # 2. Check and insert again as one statement (atomic: it holds the write lock from its start to its end).
+        try:
+            row = await self._write_statement(_ADMIT, job)
+        except sqlite3.IntegrityError:
+            if parent_id is not None:  # the only foreign key
+                raise JobNotFound(parent_id) from None
+            raise
+        if row is None:
+            # Another admission took the last slot since step 1. Refuse with the counts as they are now, unless
+            # a slot freed up meanwhile (a job started or failed): then decide again, in one write transaction.
+            _raise_if_refused(await self._read_one(_ADMISSION_COUNTS, counts), limits)
 
-        return Job.from_row(await self._write(check_and_insert))
+            async def check_and_insert(db: aiosqlite.Connection) -> sqlite3.Row:
+                _raise_if_refused(await fetch_one(db, _ADMISSION_COUNTS, counts), limits)
+                try:
+                    return await fetch_one(db, _ADMIT, job)
+                except sqlite3.IntegrityError:
+                    if parent_id is not None:
+                        raise JobNotFound(parent_id) from None
+                    raise
+
+            row = await self._write(check_and_insert)
+        return Job.from_row(row)
 
     async def claim_next(self, now: float | None = None) -> Job | None:
         """Mark the next job in fair order as running and return it; None if nothing is queued."""

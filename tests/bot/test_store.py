@@ -194,6 +194,71 @@ async def test_retry_at_is_exact_at_the_edge_of_the_hour(store):
     assert refusal.value.retry_at == T0 + 600 + 3600
 
 
+def around_the_admitting_insert(store, before, after=None):
+    """Make `store.admit` run `before()` just before its check-and-insert statement and `after(row)` just after it,
+    once: requests on another connection that land between the lock-free pre-check and the insert, or after it."""
+    write_statement = store._write_statement
+    calls = []
+
+    async def racing(sql, parameters=()):
+        if calls:
+            return await write_statement(sql, parameters)
+        calls.append(sql)
+        await before()
+        row = await write_statement(sql, parameters)
+        if after is not None:
+            await after(row)
+        return row
+
+    store._write_statement = racing
+    return calls
+
+
+async def test_a_slot_taken_after_the_pre_check_is_refused_with_the_exact_retry_at(tmp_path):
+    """When another connection takes the last slot after the pre-check passed, the insert refuses, and the refusal
+    names the same exact retry_at as if the request had been checked after it."""
+    limits = Limits(jobs_per_hour=2, max_queued=10)
+    store, other = [await Store.open(tmp_path / "imagine.db") for _ in range(2)]
+    try:
+        await queue(store, 1, limits=limits, now=T0)
+        calls = around_the_admitting_insert(store, lambda: queue(other, 1, limits=limits, now=T0 + 600))
+        with pytest.raises(RateLimited) as refusal:
+            await queue(store, 1, limits=limits, now=T0 + 3599)
+        assert calls, "the pre-check should have let the request through to the insert"
+        assert refusal.value.retry_at == T0 + 3600
+        assert len(await store.unfinished_jobs()) == 2
+    finally:
+        await store.close()
+        await other.close()
+
+
+async def test_a_slot_freed_again_after_a_lost_race_admits(tmp_path):
+    """If the last queue slot is taken after the pre-check but frees up again (the job started) before the refusal
+    is read, the request is decided again and admitted."""
+    limits = Limits(jobs_per_hour=10, max_queued=1)
+    store, other = [await Store.open(tmp_path / "imagine.db") for _ in range(2)]
+    try:
+        taken = []
+
+        async def take_the_slot():
+            taken.append(await queue(other, 1, limits=limits, now=T0))
+
+        async def start_it(row):
+            assert row is None  # the insert lost the race
+            assert (await other.claim_next(now=T0)).id == taken[0].id
+
+        calls = around_the_admitting_insert(store, take_the_slot, start_it)
+        job = await queue(store, 1, limits=limits, now=T0 + 1)
+        assert calls
+        assert [(j.id, j.status) for j in await store.unfinished_jobs()] == [
+            (taken[0].id, "running"), (job.id, "queued")]
+        with pytest.raises(TooManyQueued):
+            await queue(other, 1, limits=limits, now=T0 + 2)
+    finally:
+        await store.close()
+        await other.close()
+
+
 async def test_hourly_limit_is_per_channel(store):
     """Using up the hourly limit in one channel does not refuse the same user in another channel."""
     limits = Limits(jobs_per_hour=1)
