@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,33 @@ log = logging.getLogger(__name__)
 TOKEN_MARGIN = 30  # stop using an interaction token this many seconds before it expires
 
 QUEUED, RUNNING, FINAL = range(3)
+
+# Discord lets a bot edit messages in one channel about 5 times per 5 s; past that it answers 429 and every
+# later edit in the channel waits in line, results included.
+EDITS_PER_WINDOW = 5
+EDIT_WINDOW = 5.0
+
+
+class EditBudget:
+    """Spends each channel's edit allowance on what matters: results always, waiting and progress when there's room.
+
+    A skipped "waiting" or progress edit costs nothing: the next one (or the result) replaces it anyway.
+    """
+
+    def __init__(self, per_window: int = EDITS_PER_WINDOW, window: float = EDIT_WINDOW) -> None:
+        self.per_window = per_window
+        self.window = window
+        self._spent: dict[int, deque[float]] = defaultdict(deque)
+
+    def spend(self, channel_id: int, *, force: bool = False) -> bool:
+        now = time.monotonic()
+        spent = self._spent[channel_id]
+        while spent and now - spent[0] >= self.window:
+            spent.popleft()
+        if len(spent) >= self.per_window and not force:
+            return False
+        spent.append(now)
+        return True
 
 
 @dataclass
@@ -45,6 +73,7 @@ class JobMessages:
         self.bot = bot
         self.interval = interval
         self._showing: dict[int, _Showing] = {}
+        self.budget = EditBudget()
 
     async def queued(self, job: Job, position: int | None, *, restarted: bool = False) -> None:
         await self._show(job, QUEUED, render.queued(job, position, restarted=restarted), throttle=False)
@@ -77,9 +106,14 @@ class JobMessages:
         async with showing.lock:
             if phase < showing.phase or (throttle and time.monotonic() - showing.last_edit < self.interval):
                 return
+            fresh = await self.bot.store.get_job(job.id) or job  # the token may have moved since `job` was read
+            if (phase == QUEUED and fresh.status != "queued") or (phase == RUNNING and fresh.status != "running"):
+                return  # a late update about a state the job has already left
+            if not self.budget.spend(job.channel_id, force=phase == FINAL):
+                return
             showing.phase = phase
             try:
-                await self._deliver(job, phase, shown)
+                await self._deliver(fresh, phase, shown)
             except discord.HTTPException as error:
                 log.warning("Could not update the message of job %s: %s", job.id, error)
             except Exception:
@@ -88,11 +122,8 @@ class JobMessages:
 
     async def _deliver(self, job: Job, phase: int, shown: render.Shown) -> None:
         store = self.bot.store
-        fresh = await store.get_job(job.id) or job  # the token or message may have moved since `job` was read
-        if (phase == QUEUED and fresh.status != "queued") or (phase == RUNNING and fresh.status != "running"):
-            return  # a late update about a state the job has already left
-        if fresh.interaction_token and (fresh.token_expires_at or 0) - TOKEN_MARGIN > time.time():
-            webhook = discord.Webhook.partial(self.bot.application_id, fresh.interaction_token, client=self.bot)
+        if job.interaction_token and (job.token_expires_at or 0) - TOKEN_MARGIN > time.time():
+            webhook = discord.Webhook.partial(self.bot.application_id, job.interaction_token, client=self.bot)
             try:
                 message = await webhook.edit_message(
                     "@original",  # type: ignore[arg-type]  # Discord's alias for the interaction's first response
@@ -106,7 +137,7 @@ class JobMessages:
                     raise
                 log.info("Interaction token of job %s is no longer accepted; moving to a channel message", job.id)
             else:
-                if fresh.message_id != message.id:
+                if job.message_id != message.id:
                     await store.set_message(job.id, message.id)
                 return
             await store.set_interaction(job.id, None, None)
