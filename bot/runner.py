@@ -114,7 +114,6 @@ class JobRunner:
         job = await self.store.finish_job(job.id, images=result.images, grid=result.grid, result=_summary(result))
         if job.status != "done":
             return  # cancelled just before the engine took it; its message already says so
-        log.info("Job %s (%s) done in %.1f s", job.id, job.kind, result.elapsed)
         parent = await self.store.get_job(job.parent_id) if job.parent_id else None
         shown = render.finished(job, list(result.images), parent=parent, nsfw_ok=job.recipe.get("nsfw_ok", False))
         await self.messages.finished(job, shown)
