@@ -82,3 +82,16 @@ async def test_bot_killed_with_a_running_and_a_queued_job_finishes_both_after_re
     assert "a slow fox" in slow_grid.embeds[0]["description"]
     assert "a patient owl" in waiting_grid.embeds[0]["description"]
     assert any("the bot restarted" in version.content for version in waiting_grid.history)
+
+
+async def test_a_wrong_token_stops_start_up_with_one_readable_line(discord, bot_env):
+    """`python -m bot` with a token Discord refuses exits non-zero and says what to do, without a traceback."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=REPO, env=os.environ | bot_env | {"DISCORD_TOKEN": "not-the-token"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), SLOW)
+
+    assert process.returncode != 0
+    assert "Discord refused DISCORD_TOKEN" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
