@@ -499,7 +499,7 @@ class Store:
         if row is None:
             return None
         job = Job.from_row(row)
-        log.info("job %d (%s, user %d) started", job.id, job.kind, job.user_id)
+        log.debug("job %d (%s, user %d) started", job.id, job.kind, job.user_id)
         return job
 
     async def get_job(self, job_id: int) -> Job | None:
