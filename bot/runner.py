@@ -96,12 +96,12 @@ class JobRunner:
             result = await self.engine.submit(job.id, request, on_progress=on_progress)
         except JobCancelled:
             job = await self.store.get_job(job.id) or job
-            log.info("Job %s cancelled", job.id)
+            log.info("Job %s cancelled: %s for user %s", job.id, job.kind, job.user_id)
             await self.messages.finished(job, render.cancelled(job))
             return
         except JobFailed as error:
             job = await self.store.fail_job(job.id, str(error))
-            log.info("Job %s failed: %s", job.id, error)
+            log.info("Job %s failed: %s for user %s: %s", job.id, job.kind, job.user_id, error)
             await self.messages.finished(job, render.failed(job))
             return
         except Exception:
@@ -114,6 +114,8 @@ class JobRunner:
         job = await self.store.finish_job(job.id, images=result.images, grid=result.grid, result=_summary(result))
         if job.status != "done":
             return  # cancelled just before the engine took it; its message already says so
+        log.info("Job %s done: %s for user %s, %dx%d, %.1f s", job.id, job.kind, job.user_id, result.width,
+                 result.height, result.elapsed)
         parent = await self.store.get_job(job.parent_id) if job.parent_id else None
         shown = render.finished(job, list(result.images), parent=parent, nsfw_ok=job.recipe.get("nsfw_ok", False))
         await self.messages.finished(job, shown)

@@ -535,7 +535,7 @@ class Store:
         if job is None:
             raise JobNotFound(job_id)
         if job.status != "running":
-            log.info("job %d finished but is %s; dropping its images", job_id, job.status)
+            log.debug("job %d finished but is %s; dropping its images", job_id, job.status)
             return job
         job_dir = self._job_dir(job_id)
         files = {f"{index}.png": png for index, png in enumerate(images, start=1)}
@@ -560,11 +560,11 @@ class Store:
         done, row = await self._write(mark_done)
         job = Job.from_row(row)
         if not done:  # cancelled between our check and the update
-            log.info("job %d finished but is %s; dropping its images", job_id, job.status)
+            log.debug("job %d finished but is %s; dropping its images", job_id, job.status)
             if job.status != "done":
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
             return job
-        log.info("job %d done in %.1f s", job.id, now - (job.started_at or now))
+        log.debug("job %d done in %.1f s", job.id, now - (job.started_at or now))
         return job
 
     async def fail_job(self, job_id: int, error: str, now: float | None = None) -> Job:
@@ -590,7 +590,7 @@ class Store:
         if row is None:
             raise JobNotFound(job_id)
         if failed:
-            log.info("job %d failed: %s", job_id, error)
+            log.debug("job %d failed: %s", job_id, error)
         return Job.from_row(row)
 
     async def cancel_job(self, job_id: int, now: float | None = None) -> Job | None:
@@ -609,7 +609,7 @@ class Store:
         )
         if row is None:
             return None
-        log.info("job %d cancelled", job_id)
+        log.debug("job %d cancelled", job_id)
         return Job.from_row(row)
 
     async def recover(self, now: float | None = None) -> list[Job]:
@@ -725,7 +725,7 @@ class Store:
 
         await self._write(mark_pruned)
         if job_ids:
-            log.info("pruned the images of %d job(s) finished over %g days ago", len(job_ids), older_than_days)
+            log.debug("pruned the images of %d job(s) finished over %g days ago", len(job_ids), older_than_days)
         return len(job_ids)
 
     # --- limits ----------------------------------------------------------------------------------------------

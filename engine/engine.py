@@ -213,7 +213,7 @@ class Engine:
                 log.exception("job %s failed unexpectedly", job.job_id)
                 self._finish(job, error=JobFailed(f"Something went wrong while making the image ({type(e).__name__})."))
             else:
-                log.info("job %s: %s, %d image(s) %dx%d, %d steps, %.1fs", job.job_id, job.request.kind,
+                log.debug("job %s: %s, %d image(s) %dx%d, %d steps, %.1fs", job.job_id, job.request.kind,
                          len(result.images), result.width, result.height, job.request.steps, result.elapsed)
                 self._finish(job, result=result)
             finally:
