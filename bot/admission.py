@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import discord
@@ -14,8 +13,6 @@ from bot.store import Job, Limits
 
 if TYPE_CHECKING:
     from bot.bot import ImagineBot
-
-log = logging.getLogger(__name__)
 
 STRENGTHS = {"subtle": 0.35, "strong": 0.7}
 
@@ -66,7 +63,7 @@ async def submit(interaction: discord.Interaction[ImagineBot], kind: str, recipe
         return None
 
     bot.runner.wake()  # an idle engine starts at once; the "waiting" edit below is then skipped as stale
-    await bot.messages.queued(job, await bot.store.queue_position(job.id))
+    await bot.messages.queued(job)
     return job
 
 

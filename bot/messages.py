@@ -75,7 +75,8 @@ class JobMessages:
         self._showing: dict[int, _Showing] = {}
         self.budget = EditBudget()
 
-    async def queued(self, job: Job, position: int | None, *, restarted: bool = False) -> None:
+    async def queued(self, job: Job, *, restarted: bool = False) -> None:
+        position = await self.bot.store.queue_position(job.id)
         await self._show(job, QUEUED, render.queued(job, position, restarted=restarted), throttle=False)
 
     def progress(self, job: Job, step: int, total: int, preview: bytes | None) -> None:

@@ -52,11 +52,6 @@ class Recipe:
     def to_dict(self) -> dict:
         return asdict(self) | {"seeds": list(self.seeds)}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> Recipe:
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**fields | {"seeds": tuple(data["seeds"])})
-
 
 def split_flags(text: str) -> tuple[str, dict[str, str]]:
     """``"a fox --ar 16:9 --no snow"`` -> ``("a fox", {"aspect": "16:9", "negative": "snow"})``."""

@@ -39,7 +39,7 @@ class JobRunner:
         if recovered:
             log.info("Re-attached %d unfinished job(s) after a restart", len(recovered))
         for job in recovered:
-            await self.messages.queued(job, await self.store.queue_position(job.id), restarted=True)
+            await self.messages.queued(job, restarted=True)
         self._task = asyncio.create_task(self._run(), name="imagine-runner")
 
     async def stop(self) -> None:
@@ -139,10 +139,10 @@ class JobRunner:
         )
 
     async def _refresh_positions(self) -> None:
-        """Everyone still waiting moved up by one; tell the front of the queue."""
+        """Everyone still waiting moved up by one; tell the front of the queue (unfinished_jobs is in run order)."""
         waiting = [job for job in await self.store.unfinished_jobs() if job.status == "queued"]
         for job in waiting[:POSITION_UPDATES]:
-            await self.messages.queued(job, await self.store.queue_position(job.id))
+            await self.messages.queued(job)
 
 
 def _summary(result: Result) -> dict:

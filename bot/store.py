@@ -642,8 +642,15 @@ class Store:
         return [Job.from_row(row) for row in rows]
 
     async def unfinished_jobs(self) -> list[Job]:
-        """Queued and running jobs, oldest first."""
-        rows = await self._read("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
+        """Running jobs, then queued ones in the order they will run."""
+        rows = await self._read(
+            _QUEUE
+            + """
+            SELECT jobs.* FROM jobs LEFT JOIN queue USING (id)
+             WHERE jobs.status IN ('queued', 'running')
+             ORDER BY queue.position IS NOT NULL, queue.position, jobs.id
+            """
+        )
         return [Job.from_row(row) for row in rows]
 
     async def queue_position(self, job_id: int) -> int | None:
