@@ -12,6 +12,7 @@ connections: two hops for an admission, one for a refusal.
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +32,6 @@ from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooMa
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 JOB_KINDS = ("imagine", "reroll", "variation", "upscale")
 WINDOW_S = 3600.0  # the rolling hour of Limits.jobs_per_hour
 BUSY_TIMEOUT_MS = 10_000
@@ -152,10 +153,32 @@ async def transaction(db: aiosqlite.Connection, body: Callable[[aiosqlite.Connec
 # Migrations
 
 
-def _read_migrations(migrations_dir: Path) -> list[tuple[int, str, str]]:
+def migrations_folder() -> Traversable:
+    """The SQL migrations: the top-level migrations/ folder of a checkout (tests, `python -m bot`, `pip install -e`),
+    else the copy installed inside the package as `bot.migrations` (pyproject.toml maps the folder there), read
+    with importlib.resources so that a wheel works like a checkout. MigrationError if neither is there."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "migrations").is_dir():
+        return checkout / "migrations"
+    try:
+        return importlib.resources.files("bot.migrations")
+    except ModuleNotFoundError:
+        raise MigrationError(_NO_MIGRATIONS.format(where=f"{Path(__file__).parent / 'migrations'}")) from None
+
+
+_NO_MIGRATIONS = (
+    "no database migrations found in {where}; this installation of the bot is incomplete, "
+    "reinstall it (pip install --force-reinstall imagine-bot, or pip install -e . in a checkout)"
+)
+
+
+def _read_migrations(migrations_dir: Traversable) -> list[tuple[int, str, str]]:
     """(version, file name, SQL) of every NNNN_name.sql, checked to be numbered 1, 2, 3... with a header comment."""
     found = []
-    for path in sorted(migrations_dir.glob("*.sql")):
+    files = sorted((entry for entry in migrations_dir.iterdir() if entry.name.endswith(".sql")), key=lambda e: e.name)
+    if not files:
+        raise MigrationError(_NO_MIGRATIONS.format(where=migrations_dir))
+    for path in files:
         match = re.fullmatch(r"(\d+)_\w+\.sql", path.name)
         if not match:
             raise MigrationError(f"{path}: migration files are named like 0003_what_it_does.sql")
@@ -188,11 +211,11 @@ def _too_new(path: Path, current: int, known: int) -> SchemaTooNew:
     )
 
 
-async def migrate(db: aiosqlite.Connection, path: Path, migrations_dir: Path) -> int:
-    """Apply the migrations the database lacks, each in its own transaction; returns the resulting version.
+async def migrate(db: aiosqlite.Connection, path: Path, migrations: list[tuple[int, str, str]]) -> int:
+    """Apply the migrations (from _read_migrations) the database lacks, each in its own transaction; returns the
+    resulting version.
 
     Not executescript: it would commit first and leave a failed migration half-applied."""
-    migrations = _read_migrations(migrations_dir)
     known = len(migrations)
     ((current,),) = await db.execute_fetchall("PRAGMA user_version")
     if current > known:
@@ -345,19 +368,29 @@ class Store:
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, images_dir: str | Path | None = None, migrations_dir: str | Path | None = None
+        cls,
+        path: str | Path,
+        *,
+        images_dir: str | Path | None = None,
+        migrations_dir: str | Path | Traversable | None = None,
     ) -> Store:
         """Open (creating if needed) the database at `path` and bring its schema up to date.
 
         Images go to `images_dir`, by default `<db folder>/images`. `migrations_dir` is for tests.
-        Raises SchemaTooNew if the database was written by a newer bot, MigrationError if a migration fails.
+        Raises SchemaTooNew if the database was written by a newer bot, MigrationError if a migration fails or the
+        migrations are missing (then nothing is created or changed).
         """
         path = Path(path)
         images_dir = Path(images_dir) if images_dir is not None else path.parent / "images"
+        if migrations_dir is None:
+            migrations_dir = migrations_folder()
+        elif isinstance(migrations_dir, str):
+            migrations_dir = Path(migrations_dir)
+        migrations = _read_migrations(migrations_dir)  # before connecting: without them, no empty file is left
         db = await connect(path)
         store = cls(db, path, images_dir)
         try:
-            version = await migrate(db, path, Path(migrations_dir) if migrations_dir else MIGRATIONS_DIR)
+            version = await migrate(db, path, migrations)
         except BaseException:
             await store.close()
             raise

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError
-from bot.store import MIGRATIONS_DIR, Limits, MigrationError, SchemaTooNew, Store
+from bot.store import Limits, MigrationError, SchemaTooNew, Store, migrations_folder
 
 T0 = 1_700_000_000.0
 OPEN = Limits(jobs_per_hour=1000, max_queued=1000)  # limits that never refuse, for queue stories
-MIGRATIONS = sorted(MIGRATIONS_DIR.glob("*.sql"))
+MIGRATIONS = sorted(migrations_folder().glob("*.sql"))  # a checkout: a folder on disk
 
 
 @pytest.fixture
