@@ -23,7 +23,8 @@ class JobRunner:
     """The only task that hands work to the engine.
 
     It claims the next job with one atomic statement (the store decides whose turn it is), so the engine stays
-    free of SQL and a restart loses nothing: a job that was running goes back to the queue and runs again.
+    free of SQL and a restart loses nothing: a job that was running goes back to the queue and runs again, unless
+    it was interrupted twice (it may be what kills the bot); then it fails and its member is told why.
     """
 
     def __init__(self, store: Store, engine: Engine, messages: JobMessages) -> None:
@@ -36,9 +37,12 @@ class JobRunner:
 
     async def start(self) -> None:
         recovered = await self.store.recover()
-        if recovered:
-            log.info("Re-attached %d unfinished job(s) after a restart", len(recovered))
-        for job in recovered:
+        for job in recovered.failed:  # interrupted once too often: likely what brought the bot down
+            log.info("Job %s failed: %s for user %s: %s", job.id, job.kind, job.user_id, job.error)
+            await self.messages.finished(job, render.failed(job))
+        if recovered.queued:
+            log.info("Re-attached %d unfinished job(s) after a restart", len(recovered.queued))
+        for job in recovered.queued:
             await self.messages.queued(job, restarted=True)
         self._task = asyncio.create_task(self._run(), name="imagine-runner")
 

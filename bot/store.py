@@ -34,8 +34,23 @@ log = logging.getLogger(__name__)
 
 JOB_KINDS = ("imagine", "reroll", "variation", "upscale")
 WINDOW_S = 3600.0  # the rolling hour of Limits.jobs_per_hour
+# A job interrupted this many times (the process died while it ran: the OOM killer, a driver crash) is not run
+# again: it would likely kill the bot again, and every restart would start with it.
+MAX_ATTEMPTS = 2
+INTERRUPTED_TOO_OFTEN = (
+    "The bot stopped twice while making this, so it won't try a third time: it may be too big for this server. "
+    "Try a smaller size or fewer steps, or ask the server owner to look at the bot's log."
+)
 BUSY_TIMEOUT_MS = 10_000
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What Store.recover found at start-up."""
+
+    queued: list[Job]  # every queued job in queue order, the interrupted ones (requeued) first
+    failed: list[Job]  # jobs interrupted for the MAX_ATTEMPTS-th time, now failed with INTERRUPTED_TOO_OFTEN
 
 
 class SchemaTooNew(RuntimeError):
@@ -81,6 +96,7 @@ class Job:
     result: dict | None  # from finish_job: seeds, nsfw flags, elapsed, model...
     image_count: int  # images kept on disk for this job (0 if none or pruned)
     images_pruned: bool
+    attempts: int  # times the job was handed to the engine (claim_next); a restart cuts an attempt short
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -521,7 +537,7 @@ class Store:
                 _QUEUE
                 + """
                 UPDATE jobs
-                   SET status = 'running', started_at = :now,
+                   SET status = 'running', started_at = :now, attempts = attempts + 1,
                        start_seq = (SELECT COALESCE(MAX(start_seq), 0) + 1 FROM jobs WHERE start_seq IS NOT NULL)
                  WHERE id = (SELECT id FROM queue ORDER BY position LIMIT 1)
                 RETURNING *
@@ -645,12 +661,22 @@ class Store:
         log.debug("job %d cancelled", job_id)
         return Job.from_row(row)
 
-    async def recover(self, now: float | None = None) -> list[Job]:
+    async def recover(self, now: float | None = None) -> Recovered:
         """At start-up: put jobs left running by a crash back in the queue, ahead of everything (in the order they
-        first started), and return every queued job in queue order so the bot can re-attach their messages.
-        (`now` is accepted for symmetry; requeueing does not depend on the time.)"""
+        first started), except those that were already interrupted before (MAX_ATTEMPTS): they fail with a sentence
+        for the member, so that a job that kills the bot cannot crash-loop it. Returns the failed jobs and every
+        queued job in queue order, so that the bot can show the former and re-attach the latter's messages."""
+        now = time.time() if now is None else now
 
-        async def requeue(db: aiosqlite.Connection) -> tuple[list[int], list[sqlite3.Row]]:
+        async def requeue(db: aiosqlite.Connection) -> tuple[list[sqlite3.Row], list[int], list[sqlite3.Row]]:
+            given_up = await db.execute_fetchall(
+                """
+                UPDATE jobs SET status = 'failed', finished_at = ?, error = ?
+                 WHERE status = 'running' AND attempts >= ?
+                RETURNING *
+                """,
+                (now, INTERRUPTED_TOO_OFTEN, MAX_ATTEMPTS),
+            )
             running = [job_id for (job_id,) in await db.execute_fetchall(
                 "SELECT id FROM jobs WHERE status = 'running' ORDER BY start_seq"
             )]
@@ -667,12 +693,15 @@ class Store:
             queued = await db.execute_fetchall(
                 _QUEUE + "SELECT jobs.* FROM queue JOIN jobs USING (id) ORDER BY queue.position"
             )
-            return running, list(queued)
+            return sorted(given_up, key=lambda row: row["start_seq"]), running, list(queued)
 
-        running, rows = await self._write(requeue)
+        given_up, running, rows = await self._write(requeue)
+        if given_up:
+            log.warning("failed %d job(s) interrupted %d times by a restart: %s", len(given_up), MAX_ATTEMPTS,
+                        [row["id"] for row in given_up])
         if running:
             log.warning("requeued %d job(s) interrupted by a restart: %s", len(running), running)
-        return [Job.from_row(row) for row in rows]
+        return Recovered(queued=[Job.from_row(row) for row in rows], failed=[Job.from_row(row) for row in given_up])
 
     async def unfinished_jobs(self) -> list[Job]:
         """Running jobs, then queued ones in the order they will run."""

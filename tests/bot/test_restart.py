@@ -84,6 +84,30 @@ async def test_bot_killed_with_a_running_and_a_queued_job_finishes_both_after_re
     assert any("the bot restarted" in version.content for version in waiting_grid.history)
 
 
+async def test_a_job_running_at_two_crashes_fails_with_a_reason_and_the_queue_goes_on(discord, bot_process):
+    """A job the bot died making twice (say the OOM killer) is not run a third time: its message says why, and the
+    job queued behind it gets its grid."""
+    await bot_process.start(discord)
+    poison = await discord.slash(discord.alice, "general", "imagine", prompt="a huge fox --steps 50")
+    await poison.wait_for(lambda m: "step" in m.content, SLOW)
+    waiting = await discord.slash(discord.bob, "general", "imagine", prompt="a patient owl")
+    await waiting.wait_for(lambda m: "Waiting to start" in m.content, SLOW)
+    await bot_process.crash()
+
+    await bot_process.start(discord)  # the first crash: the job runs again, first
+    await poison.wait_for(lambda m: "step" in m.content and any("restarted" in v.content for v in m.history), SLOW)
+    await bot_process.crash()
+
+    await bot_process.start(discord)
+
+    failed = await poison.wait_for(lambda m: "❌" in m.content, SLOW)
+    assert "The bot stopped twice while making this" in failed.content
+    assert not has_grid(failed)
+    owl = await waiting.wait_for(has_grid, SLOW)
+    assert "a patient owl" in owl.embeds[0]["description"]
+    assert not has_grid(poison.messages[0])
+
+
 async def test_a_wrong_token_stops_start_up_with_one_readable_line(discord, bot_env):
     """`python -m bot` with a token Discord refuses exits non-zero and says what to do, without a traceback."""
     process = await asyncio.create_subprocess_exec(

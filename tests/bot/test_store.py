@@ -1,6 +1,7 @@
 """User stories over the SQLite store, on real database files in tmp_path."""
 
 import asyncio
+import contextlib
 import random
 import shutil
 import sqlite3
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError
-from bot.store import Limits, MigrationError, SchemaTooNew, Store, migrations_folder
+from bot.store import INTERRUPTED_TOO_OFTEN, Limits, MigrationError, SchemaTooNew, Store, migrations_folder
 
 T0 = 1_700_000_000.0
 OPEN = Limits(jobs_per_hour=1000, max_queued=1000)  # limits that never refuse, for queue stories
@@ -64,14 +65,20 @@ async def test_empty_database_is_migrated_to_the_latest_version(tmp_path):
 
 @pytest.mark.parametrize("start", range(1, len(MIGRATIONS)))
 async def test_database_at_an_earlier_version_is_migrated_keeping_its_jobs(tmp_path, start):
-    """A database left at an earlier version is brought up to date, and its jobs are still there."""
+    """A database left at an earlier version is brought up to date; its jobs are still there, a running one reruns."""
     path = tmp_path / "imagine.db"
-    async with await Store.open(path, migrations_dir=migrations_dir_with(tmp_path, MIGRATIONS[:start])) as old:
-        job = await queue(old, user_id=7)
+    async with await Store.open(path, migrations_dir=migrations_dir_with(tmp_path, MIGRATIONS[:start])):
+        pass
+    with contextlib.closing(sqlite3.connect(path)) as db, db:  # a job as the older bot wrote it (columns of 0001)
+        job_id = db.execute(
+            "INSERT INTO jobs (kind, status, user_id, guild_id, channel_id, recipe, created_at, started_at, start_seq)"
+            " VALUES ('imagine', 'running', 7, 1, 10, '{\"prompt\": \"a cat\"}', ?, ?, 1)", (T0, T0 + 1)
+        ).lastrowid
     assert user_version(path) == start
 
     async with await Store.open(path) as store:
-        assert (await store.get_job(job.id)).recipe == {"prompt": "a cat"}
+        assert (await store.get_job(job_id)).recipe == {"prompt": "a cat"}
+        assert [job.id for job in (await store.recover(now=T0 + 2)).queued] == [job_id]
         await store.set_limit(1, None, "max_steps", 30)  # the newest tables work too
     assert user_version(path) == len(MIGRATIONS)
 
@@ -376,7 +383,7 @@ async def test_queued_and_running_jobs_survive_a_restart(tmp_path):
 
     async with await Store.open(path) as store:
         newcomer = await queue(store, 3, now=T0 + 4)  # arrived during the restart, has never run anything
-        recovered = await store.recover(now=T0 + 5)
+        recovered = (await store.recover(now=T0 + 5)).queued
 
         # The interrupted job first; then users who never ran (oldest job first); then user 1 again.
         expected = [first.id, second.id, newcomer.id, third.id]
@@ -385,6 +392,48 @@ async def test_queued_and_running_jobs_survive_a_restart(tmp_path):
         assert recovered[1].message_id == 555
         assert [await store.queue_position(job_id) for job_id in expected] == [1, 2, 3, 4]
         assert [(await store.claim_next(now=T0 + 6 + n)).id for n in range(4)] == expected
+
+
+async def test_a_job_interrupted_twice_fails_and_the_next_job_runs(tmp_path):
+    """A job cut short by two restarts is not run a third time: recover() fails it with a sentence, the rest go on."""
+    path = tmp_path / "imagine.db"
+    async with await Store.open(path) as store:
+        poison = await queue(store, 1, now=T0)
+        other = await queue(store, 2, now=T0 + 1)
+        assert (await store.claim_next(now=T0 + 2)).attempts == 1
+    async with await Store.open(path) as store:  # first restart: it runs again, first
+        first = await store.recover(now=T0 + 3)
+        assert ([job.id for job in first.queued], first.failed) == ([poison.id, other.id], [])
+        assert (await store.claim_next(now=T0 + 4)).id == poison.id
+    async with await Store.open(path) as store:  # second restart: given up
+        second = await store.recover(now=T0 + 5)
+        assert [job.id for job in second.queued] == [other.id]
+        assert [(job.id, job.status, job.error, job.finished_at) for job in second.failed] == [
+            (poison.id, "failed", INTERRUPTED_TOO_OFTEN, T0 + 5)
+        ]
+        assert (await store.get_job(poison.id)).status == "failed"
+        assert (await store.claim_next(now=T0 + 6)).id == other.id
+        assert (await store.recover(now=T0 + 7)).failed == []  # failed once, shown once
+
+
+async def test_attempts_count_only_runs_that_a_restart_cut_short(tmp_path):
+    """A job that finished, or one interrupted only once, is never failed by a later restart."""
+    path = tmp_path / "imagine.db"
+    async with await Store.open(path) as store:
+        done = await queue(store, 1, now=T0)
+        await store.claim_next(now=T0)
+        await store.finish_job(done.id, images=[], grid=None, result={}, now=T0 + 1)
+        once = await queue(store, 2, now=T0 + 2)
+        await store.claim_next(now=T0 + 3)
+    async with await Store.open(path) as store:
+        recovered = await store.recover(now=T0 + 4)
+        assert ([job.id for job in recovered.queued], recovered.failed) == ([once.id], [])
+        assert (await store.get_job(done.id)).status == "done"
+        rerun = await store.claim_next(now=T0 + 5)
+        assert (rerun.id, rerun.attempts) == (once.id, 2)
+        assert (await store.finish_job(once.id, images=[], grid=None, result={}, now=T0 + 6)).status == "done"
+    async with await Store.open(path) as store:
+        assert await store.recover(now=T0 + 7) == type(recovered)(queued=[], failed=[])
 
 
 async def test_cancel_only_stops_waiting_or_running_jobs(store):
