@@ -71,23 +71,33 @@ def cancelled(job: Job) -> Shown:
     return Shown(f"{headline(job)}\n🚫 Cancelled.")
 
 
-def finished(job: Job, pictures: list[bytes], *, parent: Job | None, nsfw_ok: bool) -> Shown:
-    """The final message: the grid (or the upscaled image), an embed with the recipe, and the next buttons."""
+def finished(job: Job, pictures: list[bytes], grid: bytes | None, *, parent: Job | None, nsfw_ok: bool) -> Shown:
+    """The final message: the grid (or the upscaled image), an embed with the recipe, and the next buttons.
+
+    `pictures` are the engine's single PNGs and `grid` its 2x2 grid PNG (for grid kinds); every picture posted keeps
+    the recipe in its "parameters" chunk, blurred or not, so that other Stable Diffusion tools can read it."""
     result = job.result or {}
     flags = list(result.get("nsfw") or [False] * len(pictures))
     flagged = [i for i, bad in enumerate(flags, start=1) if bad]
+    blurred = bool(flagged) and not nsfw_ok
 
     # 1. Flagged images are never posted plainly: spoilers where NSFW is allowed, blurred spoilers elsewhere.
     notes = []
-    if flagged and not nsfw_ok:
-        pictures = [images.blur(p) if bad else p for p, bad in zip(pictures, flags)]
+    if blurred:
+        pictures = [images.blur(p) if bad else p for p, bad in zip(pictures, flags)]  # blur keeps the recipe
         notes.append(f"Image {_listing(flagged)} may be NSFW and {'is' if len(flagged) == 1 else 'are'} blurred: NSFW isn't allowed here.")
     elif flagged:
         notes.append(f"Image {_listing(flagged)} may be NSFW and {'is' if len(flagged) == 1 else 'are'} hidden behind a spoiler.")
 
-    # 2. One picture to post: the 2x2 grid, or the single upscaled image.
+    # 2. One picture to post: the engine's 2x2 grid (rebuilt from the blurred images, with its recipe, if some
+    #    were blurred), or the single upscaled image.
     if job.kind in GRID_KINDS:
-        picture = images.png_bytes(images.make_grid([Image.open(io.BytesIO(p)) for p in pictures]), None)
+        if grid is None:
+            raise ValueError(f"a {job.kind} job is shown with its grid")
+        picture = grid
+        if blurred:
+            tiles = [Image.open(io.BytesIO(p)) for p in pictures]
+            picture = images.png_bytes(images.make_grid(tiles), images.read_parameters(grid))
         name = "grid.png"
         view = grid_view(job.id)
     else:

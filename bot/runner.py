@@ -121,7 +121,8 @@ class JobRunner:
         log.info("Job %s done: %s for user %s, %dx%d, %.1f s", job.id, job.kind, job.user_id, result.width,
                  result.height, result.elapsed)
         parent = await self.store.get_job(job.parent_id) if job.parent_id else None
-        shown = render.finished(job, list(result.images), parent=parent, nsfw_ok=job.recipe.get("nsfw_ok", False))
+        shown = render.finished(job, list(result.images), result.grid, parent=parent,
+                                nsfw_ok=job.recipe.get("nsfw_ok", False))
         await self.messages.finished(job, shown)
 
     async def _request_for(self, job: Job) -> Request:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.images import read_parameters
-from tests.bot.e2e import GRID_TIMEOUT, has_grid, has_upscale, picture
+from tests.bot.e2e import GRID_TIMEOUT, has_grid, has_upscale, picture, recipe
 
 
 async def test_imagine_defers_then_posts_a_grid_with_nine_buttons(discord, bot):
@@ -51,6 +51,23 @@ async def test_u2_upscales_the_second_image_twice_as_large(discord, bot):
     assert f"<@{discord.bob.id}>" in upscale.content  # whoever clicks owns the new job
     assert "image #2 of job" in {f["name"]: f["value"] for f in upscale.embeds[0]["fields"]}["From"]
     assert [b["label"] for b in upscale.buttons] == ["Vary (Subtle)", "Vary (Strong)"]
+
+
+async def test_the_posted_grid_and_upscale_carry_their_recipe(discord, bot):
+    """The grid and the upscale PNGs posted on Discord carry the recipe other SD tools read, as the embed shows it."""
+    grid = await make_grid(discord, prompt="a red fox in snow --no people --seed 42 --guidance 6.5")
+    upscale = await (await discord.click(discord.alice, grid, "U2")).wait_for(has_upscale, GRID_TIMEOUT)
+
+    shown = {f["name"]: f["value"] for f in grid.embeds[0]["fields"]}
+    posted = recipe(grid)
+    assert posted["prompt"] == "a red fox in snow" and posted["Negative prompt"] == "people"
+    assert (posted["Seed"], posted["Grid seeds"]) == ("42", '"42, 43, 44, 45"')
+    assert f'{posted["Steps"]} · {posted["CFG scale"]}' == shown["Steps · Guidance"] == "4 · 6.5"
+    assert posted["Size"] == "64x64" and posted["Model"] == shown["Model"] and posted["Sampler"]
+    big = recipe(upscale)
+    assert (big["prompt"], big["Negative prompt"], big["Seed"], big["Size"]) == (
+        "a red fox in snow", "people", "43", "128x128")
+    assert {"Steps", "Sampler", "CFG scale", "Model"} <= big.keys()
 
 
 async def test_vary_subtle_on_an_upscale_gives_a_grid_at_the_original_size(discord, bot):
