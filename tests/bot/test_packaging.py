@@ -51,9 +51,11 @@ def test_the_wheel_ships_every_module_and_migration(wheel):
     assert modules <= names, f"not in the wheel (list them in pyproject.toml packages): {sorted(modules - names)}"
 
 
-def test_a_store_opened_from_the_installed_wheel_gets_the_latest_schema(wheel, tmp_path):
-    """Store.open in the installed package (not the checkout) creates the database at the latest schema version."""
-    site = installed(wheel, tmp_path / "site-packages")
+@pytest.mark.parametrize("how", ["unpacked", "zipped"])
+def test_a_store_opened_from_the_installed_wheel_gets_the_latest_schema(wheel, tmp_path, how):
+    """Store.open in the package as pip installs it (unpacked) or as a zipapp runs it (the zip on sys.path), not the
+    checkout, creates the database at the latest schema version."""
+    site = installed(wheel, tmp_path / "site-packages") if how == "unpacked" else wheel
     script = (
         "import asyncio, sqlite3, bot.store as s\n"
         "async def main():\n"
