@@ -42,6 +42,14 @@ def installed(wheel: Path, folder: Path) -> Path:
     return folder
 
 
+def without_checkout(site: Path | str) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of a Python that imports the bot from `site` and its dependencies from where this one
+    finds them, never from a checkout: no sys.path entry holding a bot/ folder, and -S so that no .pth file runs an
+    editable install's finder (it maps bot.migrations to the checkout and would cover for what the wheel lacks)."""
+    libraries = [entry for entry in sys.path if entry and Path(entry).is_dir() and not (Path(entry) / "bot").is_dir()]
+    return [sys.executable, "-S"], os.environ | {"PYTHONPATH": os.pathsep.join([str(site), *libraries])}
+
+
 def test_the_wheel_ships_every_module_and_migration(wheel):
     """The wheel holds every module of bot/ and engine/, and the SQL migrations as bot/migrations/*.sql."""
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -65,10 +73,8 @@ def test_a_store_opened_from_the_installed_wheel_gets_the_latest_schema(wheel, t
         "print(s.__file__)\n"
         "print(sqlite3.connect('imagine.db').execute('PRAGMA user_version').fetchone()[0])\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(site)},
-        capture_output=True, text=True, timeout=SLOW,
-    )
+    python, env = without_checkout(site)
+    run = subprocess.run([*python, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=SLOW)
 
     assert run.returncode == 0, run.stderr
     module, version = run.stdout.split()
@@ -81,8 +87,9 @@ async def test_a_bot_installed_without_its_migrations_refuses_to_start_with_one_
     site = installed(wheel, tmp_path / "site-packages")
     shutil.rmtree(site / "bot" / "migrations", ignore_errors=True)
 
+    python, env = without_checkout(site)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", cwd=site, env=os.environ | bot_env,
+        *python, "-m", "bot", cwd=site, env=env | bot_env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
