@@ -61,7 +61,7 @@ class JobRunner:
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
         """Start no new job while inside (the one running goes on): jobs queue up, then run, batched where they fit.
-        For maintenance, and for tests that line jobs up without racing the engine."""
+        Tests use it to line jobs up without racing the engine."""
         self._free.clear()
         try:
             yield
@@ -154,7 +154,8 @@ class JobRunner:
             return
         except Exception:
             log.exception("Job %s failed unexpectedly", job.id)
-            job = await self.store.fail_job(job.id, "Something went wrong on my side while making this; please try again.")
+            job = await self.store.fail_job(
+                job.id, "Something went wrong on my side while making this; please try again.")
             await self.messages.finished(job, render.failed(job))
             return
 

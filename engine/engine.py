@@ -83,7 +83,8 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
 
 
 class Engine:
-    """Runs image jobs one at a time on the pipeline named by `settings.model`.
+    """Runs image jobs, one pipeline call at a time, on the pipeline named by `settings.model`; a call is one job
+    or a batch of up to max_batch compatible jobs (submit_batch).
 
     engine = Engine(EngineSettings.from_env(os.environ))
     await engine.start()

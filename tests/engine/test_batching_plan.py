@@ -32,7 +32,8 @@ def test_anything_that_shapes_the_call_changes_the_key(kind, change):
 def test_prompt_seeds_and_reroll_keep_the_key_upscales_and_batch_noise_schedulers_run_alone():
     """Prompts, negative prompts and seeds don't split keys, reroll is text-to-image; upscales, DPM-SDE and
     broken recipes have no key (they run alone)."""
-    assert recipe_key("reroll", RECIPE | {"prompt": "an owl", "negative_prompt": "blurry", "seeds": [5, 6, 7, 8]}) == KEY
+    other_words = {"prompt": "an owl", "negative_prompt": "blurry", "seeds": [5, 6, 7, 8]}
+    assert recipe_key("reroll", RECIPE | other_words) == KEY
     strong = RECIPE | {"strength": 0.7}
     assert recipe_key("variation", strong) == recipe_key("variation", strong | {"prompt": "x"}) != KEY
     assert recipe_key("upscale", RECIPE | {"seeds": [1], "strength": 0.3}) is None
