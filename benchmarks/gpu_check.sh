@@ -4,8 +4,9 @@
 #   bash benchmarks/gpu_check.sh                      # the tiny model (written to a temp dir), no download
 #   IMAGINE_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 bash benchmarks/gpu_check.sh
 #
-# Prints the device name, the load time, one real job's timings (imagine, variation, upscale) and the
-# engine-overhead benchmark (engine/raw ratio, event-loop lag). Run from the repository root.
+# Prints the device name, the load time, one real job's timings (imagine, variation, upscale), the
+# engine-overhead benchmark (engine/raw ratio, event-loop lag) and cross-user batching (images/s and peak memory
+# at 1, 2 and 4 jobs per call). Run from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
@@ -68,3 +69,8 @@ asyncio.run(main())
 EOF
 
 "$PYTHON" benchmarks/engine_overhead.py --model "$IMAGINE_MODEL" --device "$GPU_CHECK_DEVICE" "${SIZE_ARGS[@]}" --rounds "${ROUNDS:-5}"
+
+# Cross-user batching: 8 jobs of 4 images, alone vs 2 and 4 jobs per call, alternating (benchmarks/batching.py).
+echo "batching: images/s at 1, 2 and 4 jobs per call"
+"$PYTHON" benchmarks/batching.py --model "$IMAGINE_MODEL" --device "$GPU_CHECK_DEVICE" "${SIZE_ARGS[@]}" \
+    --steps 25 --jobs 8 --batches 2,4 --rounds "${ROUNDS:-3}"

@@ -1,15 +1,18 @@
-"""Feed the engine from the store's queue, one job at a time, and show each job's life on Discord."""
+"""Feed the engine from the store's queue, one call at a time (a job, or a batch of compatible jobs of different
+members), and show each job's life on Discord."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from bot import render
 from bot.errors import UserError
 from bot.store import Job, Store
-from engine import Engine, JobCancelled, JobFailed, Progress, Request, Result
+from engine import Engine, JobCancelled, JobFailed, Progress, Request, Result, batching
 
 if TYPE_CHECKING:
     from bot.messages import JobMessages
@@ -22,9 +25,10 @@ POSITION_UPDATES = 3  # the front of the queue sees itself move up; edits cost r
 class JobRunner:
     """The only task that hands work to the engine.
 
-    It claims the next job with one atomic statement (the store decides whose turn it is), so the engine stays
-    free of SQL and a restart loses nothing: a job that was running goes back to the queue and runs again, unless
-    it was interrupted twice (it may be what kills the bot); then it fails and its member is told why.
+    It claims the next job, with the companions that may share its pipeline call, in one write transaction (the
+    store decides whose turn it is; engine/batching.py which queued jobs fit), so the engine stays free of SQL and
+    a restart loses nothing: a job that was running goes back to the queue and runs again, unless it was
+    interrupted twice (it may be what kills the bot); then it fails and its member is told why.
     """
 
     def __init__(self, store: Store, engine: Engine, messages: JobMessages) -> None:
@@ -32,6 +36,8 @@ class JobRunner:
         self.engine = engine
         self.messages = messages
         self._wake = asyncio.Event()
+        self._free = asyncio.Event()  # cleared while held(): claim nothing
+        self._free.set()
         self._task: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
 
@@ -56,6 +62,16 @@ class JobRunner:
         """A job was admitted: look at the queue again."""
         self._wake.set()
 
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Start no new job while inside (the one running goes on): jobs queue up, then run, batched where they fit.
+        Tests use it to line jobs up without racing the engine."""
+        self._free.clear()
+        try:
+            yield
+        finally:
+            self._free.set()
+
     async def cancel(self, job: Job) -> Job | None:
         """Cancel a queued or running job; the member's message says so either way."""
         cancelled = await self.store.cancel_job(job.id)
@@ -68,36 +84,68 @@ class JobRunner:
 
     async def _run(self) -> None:
         while True:
+            await self._free.wait()
             self._wake.clear()
             try:
-                job = await self.store.claim_next()
+                jobs = await self._claim()
             except Exception:
                 log.exception("Could not read the job queue; retrying when the next job arrives")
-                job = None
-            if job is None:
+                jobs = []
+            if not jobs:
                 await self._wake.wait()
                 continue
             self._refresher = asyncio.create_task(self._refresh_positions())
             try:
-                await self._run_job(job)
+                await self._run_jobs(jobs)
             except Exception:  # the store or Discord broke under us; the next job must still run
-                log.exception("Job %s could not be completed", job.id)
+                log.exception("Job(s) %s could not be completed", ", ".join(str(job.id) for job in jobs))
 
-    async def _run_job(self, job: Job) -> None:
-        # 1. Build the engine request, with the source image for buttons that start from one.
-        try:
-            request = await self._request_for(job)
-        except (UserError, ValueError) as error:  # e.g. the source images were pruned; a recipe the engine refuses
-            job = await self.store.fail_job(job.id, str(error))
-            await self.messages.finished(job, render.failed(job))
+    async def _claim(self) -> list[Job]:
+        """The head of the fair queue, and the queued jobs of other members that can share its pipeline call."""
+        max_batch = self.engine.max_batch
+
+        def plan(queue: list[Job]) -> list[int]:
+            return batching.plan(
+                [batching.Candidate(job.id, job.user_id, batching.recipe_key(job.kind, job.recipe)) for job in queue],
+                max_batch,
+            )
+
+        return await self.store.claim_batch(plan, window=1 + batching.WINDOW if max_batch > 1 else 1)
+
+    async def _run_jobs(self, jobs: list[Job]) -> None:
+        # 1. Build the engine requests, with the source image for buttons that start from one; a job whose request
+        #    cannot be built fails alone, and the others still run.
+        runnable: list[tuple[Job, Request]] = []
+        for job in jobs:
+            try:
+                runnable.append((job, await self._request_for(job)))
+            except (UserError, ValueError) as error:  # e.g. the source images were pruned; a refused recipe
+                failed = await self.store.fail_job(job.id, str(error))
+                await self.messages.finished(failed, render.failed(failed))
+        if not runnable:
             return
 
-        # 2. Let the engine make it; progress flows back to the message as it comes.
+        # 2. Let the engine make them in one call; each job's progress flows back to its own message as it comes.
+        outcomes = self.engine.submit_batch([(job.id, request, self._progress_for(job)) for job, request in runnable])
+
+        # 3. Each job's outcome is shown as soon as it is known (a job cancelled mid-batch is answered at once).
+        await asyncio.gather(*(self._show(job, outcome) for (job, _), outcome in zip(runnable, outcomes)))
+
+    def _progress_for(self, job: Job):
         def on_progress(progress: Progress) -> None:
             self.messages.progress(job, progress.step, progress.total, progress.preview)
 
+        return on_progress
+
+    async def _show(self, job: Job, outcome) -> None:
         try:
-            result = await self.engine.submit(job.id, request, on_progress=on_progress)
+            await self._show_outcome(job, outcome)
+        except Exception:  # the store or Discord broke under us; the batch's other jobs must still be shown
+            log.exception("Job %s could not be completed", job.id)
+
+    async def _show_outcome(self, job: Job, outcome) -> None:
+        try:
+            result = await outcome
         except JobCancelled:
             job = await self.store.get_job(job.id) or job
             log.info("Job %s cancelled: %s for user %s", job.id, job.kind, job.user_id)
@@ -110,11 +158,12 @@ class JobRunner:
             return
         except Exception:
             log.exception("Job %s failed unexpectedly", job.id)
-            job = await self.store.fail_job(job.id, "Something went wrong on my side while making this; please try again.")
+            job = await self.store.fail_job(
+                job.id, "Something went wrong on my side while making this; please try again.")
             await self.messages.finished(job, render.failed(job))
             return
 
-        # 3. Keep the images for the buttons, then show the result.
+        # Keep the images for the buttons, then show the result.
         job = await self.store.finish_job(job.id, images=result.images, grid=result.grid, result=_summary(result))
         if job.status != "done":
             return  # cancelled just before the engine took it; its message already says so

@@ -268,7 +268,8 @@ async def migrate(db: aiosqlite.Connection, path: Path, migrations: list[tuple[i
 # Jobs interrupted by a restart (queued, with a start_seq) come first, in the order they first started. Then a
 # user's n-th waiting job sits in round n; within a round users go by their last turn (never ran = 0, first), ties
 # by their oldest waiting job. Claiming a job moves its user to the back of every later round, which is exactly
-# round-robin, so the position computed now is the order in which claim_next will hand the jobs out.
+# round-robin, so the position computed now is the order in which claim_next will hand the jobs out. With batching
+# (claim_batch), a companion that shares the head's call starts before its position said; nobody else starts later.
 _QUEUE = """
 WITH waiting AS (
     SELECT id, user_id, start_seq FROM jobs WHERE status = 'queued'
@@ -294,6 +295,16 @@ queue AS (
            + ROW_NUMBER() OVER (ORDER BY fresh.nth, users.last_turn, users.first_id) AS position
     FROM fresh JOIN users USING (user_id)
 )
+"""
+
+
+# Claiming a job: it is running, and takes the next turn (see _QUEUE). claim_batch runs it once per job it claims.
+_CLAIM = """
+UPDATE jobs
+   SET status = 'running', started_at = :now, attempts = attempts + 1,
+       start_seq = (SELECT COALESCE(MAX(start_seq), 0) + 1 FROM jobs WHERE start_seq IS NOT NULL)
+ WHERE id = :id AND status = 'queued'
+RETURNING *
 """
 
 
@@ -530,26 +541,35 @@ class Store:
 
     async def claim_next(self, now: float | None = None) -> Job | None:
         """Mark the next job in fair order as running and return it; None if nothing is queued."""
+        jobs = await self.claim_batch(now=now)
+        return jobs[0] if jobs else None
+
+    async def claim_batch(self, plan: Callable[[list[Job]], Sequence[int]] | None = None, *, window: int = 1,
+                          now: float | None = None) -> list[Job]:
+        """Mark the next job in fair order as running, with the companions `plan` picks to share its pipeline call,
+        and return them, head first; [] if nothing is queued.
+
+        `plan` gets the first `window` queued jobs in fair order and returns the ids to run (engine/batching.py:
+        same batch key, at most one per member); the head always runs, whatever it returns. One write transaction,
+        each job taking its turn as if claimed one after another, so queue positions and /queue stay true."""
         now = time.time() if now is None else now
-        row = await self._write(
-            lambda db: fetch_one(
-                db,
-                _QUEUE
-                + """
-                UPDATE jobs
-                   SET status = 'running', started_at = :now, attempts = attempts + 1,
-                       start_seq = (SELECT COALESCE(MAX(start_seq), 0) + 1 FROM jobs WHERE start_seq IS NOT NULL)
-                 WHERE id = (SELECT id FROM queue ORDER BY position LIMIT 1)
-                RETURNING *
-                """,
-                {"now": now},
-            )
-        )
-        if row is None:
-            return None
-        job = Job.from_row(row)
-        log.debug("job %d (%s, user %d) started", job.id, job.kind, job.user_id)
-        return job
+
+        async def claim(db: aiosqlite.Connection) -> list[sqlite3.Row]:
+            queue = [Job.from_row(row) for row in await db.execute_fetchall(
+                _QUEUE + "SELECT jobs.* FROM queue JOIN jobs USING (id) ORDER BY queue.position LIMIT ?",
+                (max(1, window),),
+            )]
+            if not queue:
+                return []
+            offered = {job.id for job in queue[1:]}
+            companions = [job_id for job_id in (plan(queue) if plan else ()) if job_id in offered]
+            ids = [queue[0].id] + list(dict.fromkeys(companions))
+            return [await fetch_one(db, _CLAIM, {"now": now, "id": job_id}) for job_id in ids]
+
+        jobs = [Job.from_row(row) for row in await self._write(claim)]
+        for job in jobs:
+            log.debug("job %d (%s, user %d) started", job.id, job.kind, job.user_id)
+        return jobs
 
     async def get_job(self, job_id: int) -> Job | None:
         row = await self._read_one("SELECT * FROM jobs WHERE id = ?", (job_id,))

@@ -3,12 +3,14 @@
 Importing this package does not import torch or diffusers; `Engine.start()` loads them in the worker thread.
 """
 
+from engine import batching
 from engine.engine import Engine
 from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Progress, Request, Result
 from engine.settings import EngineSettings
 
 __all__ = [
     "Engine",
+    "batching",
     "EngineSettings",
     "JobCancelled",
     "JobFailed",

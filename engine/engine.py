@@ -3,11 +3,12 @@
 Shape (as aiosqlite's `core.py`): the worker thread takes functions from a thread-safe queue, runs them, and hands
 each result back to the event loop with `loop.call_soon_threadsafe`. The event loop never waits on torch.
 
-    submit() -> asyncio.Queue -> engine task (one job at a time) -> worker thread -> Runner.run (engine/pipeline.py)
-                                                                      |-> progress via call_soon_threadsafe
+    submit() / submit_batch() -> asyncio.Queue -> engine task (one call at a time) -> worker thread
+        -> Runner.run or Runner.run_batch (engine/pipeline.py)      |-> per-job progress via call_soon_threadsafe
 
-The engine task is the one place that picks the next job, so compatible jobs (same size and recipe) could later be
-batched there. torch and diffusers are imported by the worker thread in `start()`, never when `engine` is imported.
+The engine runs what it is given: a batch (jobs with one batch key, chosen by the store with engine/batching.py) is
+one pipeline call with per-job progress and per-job outcomes; if that call fails, each job is rerun alone.
+torch and diffusers are imported by the worker thread in `start()`, never when `engine` is imported.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -81,7 +83,8 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
 
 
 class Engine:
-    """Runs image jobs one at a time on the pipeline named by `settings.model`.
+    """Runs image jobs, one pipeline call at a time, on the pipeline named by `settings.model`; a call is one job
+    or a batch of up to max_batch compatible jobs (submit_batch).
 
     engine = Engine(EngineSettings.from_env(os.environ))
     await engine.start()
@@ -94,9 +97,9 @@ class Engine:
         self._runner: Any = None  # engine.pipeline.Runner, created in the worker thread
         self._worker: _Worker | None = None
         self._task: asyncio.Task | None = None
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._queue: asyncio.Queue[list[_Job]] = asyncio.Queue()  # one entry per pipeline call
         self._jobs: dict[object, _Job] = {}  # queued and running, by job id
-        self._running: _Job | None = None
+        self._running: list[_Job] = []  # the jobs of the call in progress
         self._device = settings.device  # the resolved device once started
 
     # -- life cycle -------------------------------------------------------------------------------------------
@@ -116,10 +119,10 @@ class Engine:
             raise
         self._device = self._runner.device
         log.info(
-            "engine ready: model %s on %s (%s), %s, defaults %d steps, guidance %g, %dpx",
+            "engine ready: model %s on %s (%s), %s, defaults %d steps, guidance %g, %dpx, up to %d job(s) per call",
             self._runner.defaults.model, self._runner.device, self._runner.dtype_name,
             self._runner.defaults.scheduler, self._runner.defaults.steps, self._runner.defaults.guidance,
-            self._runner.defaults.size,
+            self._runner.defaults.size, self._runner.max_batch,
         )
         self._task = asyncio.create_task(self._serve(), name="imagine-engine")
 
@@ -160,9 +163,17 @@ class Engine:
         return self._device
 
     @property
+    def max_batch(self) -> int:
+        """Most jobs one pipeline call takes (IMAGINE_MAX_BATCH, or the device's and model's default); 1 = no
+        batching. Valid after start()."""
+        if self._runner is None:
+            raise RuntimeError("Engine.max_batch is known after `await engine.start()`")
+        return self._runner.max_batch
+
+    @property
     def queued(self) -> int:
-        """Jobs waiting, not counting the running one."""
-        return sum(1 for job in self._jobs.values() if job is not self._running)
+        """Jobs waiting, not counting the running ones."""
+        return sum(1 for job in self._jobs.values() if job not in self._running)
 
     # -- jobs -------------------------------------------------------------------------------------------------
 
@@ -174,50 +185,109 @@ class Engine:
         on_progress is called on the event loop after every denoising step (with a preview every
         settings.preview_every steps). Cancelling the awaiting task cancels the job.
         """
+        (outcome,) = self.submit_batch([(job_id, request, on_progress)])
+        return await outcome
+
+    def submit_batch(
+        self, jobs: Sequence[tuple[object, Request, ProgressCallback | None]]
+    ) -> list[Awaitable[Result]]:
+        """Queue jobs to run in ONE pipeline call: (job_id, request, on_progress) each, all with one batch key and
+        at most max_batch of them. Returns one awaitable per job, in order, each settling on its own: its Result, or
+        JobFailed / JobCancelled. Cancelling one job (cancel(), or cancelling its awaiting task) settles it at once;
+        the call stops only when every job in it is cancelled. If the call fails, each job is rerun alone.
+
+        with three jobs: a, b, c = engine.submit_batch([(1, req1, show1), (2, req2, show2), (3, req3, show3)])
+        """
         if self._task is None:
             raise RuntimeError("await engine.start() before submitting jobs")
-        if job_id in self._jobs:
-            raise ValueError(f"job {job_id!r} is already queued or running")
-        job = _Job(job_id, request, on_progress, asyncio.get_running_loop().create_future())
-        self._jobs[job_id] = job
-        self._queue.put_nowait(job)
+        if not jobs:
+            raise ValueError("submit_batch needs at least one job")
+        if len(jobs) > 1:
+            if len(jobs) > self.max_batch:
+                raise ValueError(f"a call takes at most {self.max_batch} jobs (IMAGINE_MAX_BATCH), got {len(jobs)}")
+            keys = {self._runner.batch_key(request) for _, request, _ in jobs}
+            if len(keys) != 1 or None in keys:
+                raise ValueError("jobs can share a call only when their batch keys are equal (engine/batching.py)")
+        ids = [job_id for job_id, _, _ in jobs]
+        if len(set(ids)) != len(ids) or any(job_id in self._jobs for job_id in ids):
+            raise ValueError(f"jobs {ids!r}: a job id is repeated, or already queued or running")
+        loop = asyncio.get_running_loop()
+        batch = [_Job(job_id, request, on_progress, loop.create_future()) for job_id, request, on_progress in jobs]
+        for job in batch:
+            self._jobs[job.job_id] = job
+        self._queue.put_nowait(batch)
+        return [self._outcome(job) for job in batch]
+
+    async def _outcome(self, job: _Job) -> Result:
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:
-            self.cancel(job_id)
+            self.cancel(job.job_id)
             raise
 
     def cancel(self, job_id: object) -> bool:
-        """Cancel a queued job now, or a running one after its current step. True if the job was found."""
+        """Cancel a queued job now, or a running one after its current step (at once when it shares the call
+        with jobs that go on). True if the job was found."""
         job = self._jobs.get(job_id)
         if job is None:
             return False
-        job.cancel_event.set()  # the running job sees this in callback_on_step_end
-        if job is not self._running:
+        job.cancel_event.set()  # the running call sees this in callback_on_step_end
+        if job not in self._running:
             self._finish(job, error=JobCancelled(f"job {job_id} was cancelled before it started"))
+        elif any(not other.cancel_event.is_set() for other in self._running):
+            # Its companions go on: answer now; its images are discarded when the call ends.
+            self._finish(job, error=JobCancelled(f"job {job_id} was cancelled while it ran with others"))
         return True
 
     async def _serve(self) -> None:
-        """The engine task: take the next job, run it in the worker thread, settle its future. Forever."""
+        """The engine task: take the next call's jobs, run them in the worker thread, settle each. Forever."""
         while True:
-            job = await self._queue.get()
-            if job.future.done():  # cancelled while queued
+            batch = [job for job in await self._queue.get() if not job.future.done()]  # skip those cancelled
+            if not batch:
                 continue
-            self._running = job
+            self._running = batch
             try:
-                result = await self._worker.call(lambda job=job: self._runner.run(job.request, job.cancel_event,
-                                                                                   self._progress_sender(job)))
-            except (JobFailed, JobCancelled) as e:
-                self._finish(job, error=e)
-            except Exception as e:  # the runner turns errors into JobFailed; this is the last guard
-                log.exception("job %s failed unexpectedly", job.job_id)
-                self._finish(job, error=JobFailed(f"Something went wrong while making the image ({type(e).__name__})."))
-            else:
-                log.debug("job %s: %s, %d image(s) %dx%d, %d steps, %.1fs", job.job_id, job.request.kind,
-                         len(result.images), result.width, result.height, job.request.steps, result.elapsed)
-                self._finish(job, result=result)
+                if len(batch) == 1:
+                    await self._run_alone(batch[0])
+                else:
+                    await self._run_together(batch)
             finally:
-                self._running = None
+                self._running = []
+
+    async def _run_alone(self, job: _Job) -> None:
+        try:
+            result = await self._worker.call(lambda: self._runner.run(job.request, job.cancel_event,
+                                                                      self._progress_sender(job)))
+        except (JobFailed, JobCancelled) as e:
+            self._finish(job, error=e)
+        except Exception as e:  # the runner turns errors into JobFailed; this is the last guard
+            log.exception("job %s failed unexpectedly", job.job_id)
+            self._finish(job, error=JobFailed(f"Something went wrong while making the image ({type(e).__name__})."))
+        else:
+            log.debug("job %s: %s, %d image(s) %dx%d, %d steps, %.1fs", job.job_id, job.request.kind,
+                      len(result.images), result.width, result.height, job.request.steps, result.elapsed)
+            self._finish(job, result=result)
+
+    async def _run_together(self, batch: list[_Job]) -> None:
+        """One pipeline call for the batch; if it fails, each job still wanted runs alone (and fails alone)."""
+        try:
+            outcomes = await self._worker.call(lambda: self._runner.run_batch(
+                [job.request for job in batch], [job.cancel_event for job in batch],
+                [self._progress_sender(job) for job in batch],
+            ))
+        except Exception as e:
+            log.warning("%s; running its jobs %s alone", e, ", ".join(str(job.job_id) for job in batch))
+            for job in batch:
+                if not job.future.done():
+                    self._running = [job]
+                    await self._run_alone(job)
+            return
+        log.debug("jobs %s ran in one call", ", ".join(str(job.job_id) for job in batch))
+        for job, outcome in zip(batch, outcomes):
+            if isinstance(outcome, BaseException):
+                self._finish(job, error=outcome)
+            else:
+                self._finish(job, result=outcome)
 
     def _finish(self, job: _Job, *, result: Result | None = None, error: BaseException | None = None) -> None:
         if self._jobs.get(job.job_id) is job:

@@ -6,6 +6,7 @@ Each operation reads top to bottom with numbered steps, like diffusers' `StableD
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import io
@@ -25,6 +26,7 @@ from PIL import Image
 from transformers.utils import logging as transformers_logging
 
 from engine import images as imgs
+from engine.batching import ALONE_SCHEDULERS, batch_key
 from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Request, Result
 from engine.settings import EngineSettings
 
@@ -43,6 +45,14 @@ _LATENT_RGB_SDXL = torch.tensor(
 )
 PREVIEW_SIDE = 256
 
+# Pipelines whose encode_prompt gives each job its embeddings exactly as a call of its own would (SD 1.x/2.x, SDXL).
+_BATCHABLE = {"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionXLPipeline",
+              "StableDiffusionXLImg2ImgPipeline"}
+# Jobs per call when IMAGINE_MAX_BATCH is not set. On CUDA from published SD 1.5 / SDXL throughput figures (until a
+# GPU measurement says otherwise); elsewhere 1: on CPU, benchmarks/batching.py (tiny model, 128 px, 10 steps) gave
+# +10 % images/s at 2-3 jobs per call, nothing at 4, and later results for the head's member.
+_CUDA_MAX_BATCH, _CUDA_MAX_BATCH_XL, _OTHER_MAX_BATCH = 4, 2, 1
+
 
 class _Cancelled(Exception):
     """Raised inside callback_on_step_end to leave the denoising loop; becomes JobCancelled."""
@@ -50,6 +60,10 @@ class _Cancelled(Exception):
     def __init__(self, steps_done: int) -> None:
         super().__init__(steps_done)
         self.steps_done = steps_done
+
+
+class BatchFailed(Exception):
+    """A batched call failed (out of memory, or any error); the engine reruns each of its jobs alone."""
 
 
 # -- device and dtype ---------------------------------------------------------------------------------------------
@@ -75,6 +89,21 @@ def resolve_dtype(setting: str, device: str) -> torch.dtype:
     if setting == "auto":
         return torch.float16 if device == "cuda" else torch.float32
     return _DTYPES[setting]
+
+
+def resolve_max_batch(setting: int | None, device: str, pipe: DiffusionPipeline, defaults: ModelDefaults) -> int:
+    """Jobs per pipeline call: IMAGINE_MAX_BATCH, else 4 on CUDA at SD 1.5-class sizes, 2 at SDXL-class, else 1.
+    Pipelines we cannot encode per job, and schedulers drawing one noise tensor for a whole batch, run jobs alone."""
+    if type(pipe).__name__ not in _BATCHABLE or defaults.scheduler in ALONE_SCHEDULERS:
+        if setting not in (None, 1):
+            log.warning("IMAGINE_MAX_BATCH=%d is ignored: %s with %s runs each job alone", setting,
+                        type(pipe).__name__, defaults.scheduler)
+        return 1
+    if setting is not None:
+        return setting
+    if device != "cuda":
+        return _OTHER_MAX_BATCH
+    return _CUDA_MAX_BATCH_XL if "XL" in type(pipe).__name__ or defaults.size >= 1024 else _CUDA_MAX_BATCH
 
 
 def model_defaults(pipe: DiffusionPipeline, model: str, settings: EngineSettings) -> ModelDefaults:
@@ -121,6 +150,7 @@ class Runner:
         self.defaults = model_defaults(t2i, settings.model, settings)
         self._latent_rgb = _LATENT_RGB_SDXL if "XL" in type(t2i).__name__ else _LATENT_RGB_SD
         self._offloaded_pipe: DiffusionPipeline | None = None
+        self.max_batch = resolve_max_batch(settings.max_batch, device, t2i, self.defaults)
 
     @classmethod
     def load(cls, settings: EngineSettings) -> "Runner":
@@ -190,7 +220,7 @@ class Runner:
         self.t2i = self.i2i = self.upscaler = self.checker = None
         _free_memory(self.device)
 
-    # -- one job ----------------------------------------------------------------------------------------------
+    # -- one job, or a batch of compatible jobs ---------------------------------------------------------------
 
     def run(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
         """Run one request; every failure comes out as JobFailed (readable) or JobCancelled."""
@@ -200,9 +230,9 @@ class Runner:
         out_of_memory = False
         try:
             if request.kind in ("imagine", "reroll"):
-                result = self.imagine(request, cancel, report)
+                (result,) = self.imagine([request], [cancel], [report])
             elif request.kind == "variation":
-                result = self.variation(request, cancel, report)
+                (result,) = self.variation([request], [cancel], [report])
             else:
                 result = self.upscale(request, cancel, report)
         except _Cancelled as e:
@@ -220,61 +250,104 @@ class Runner:
             raise JobFailed(_oom_message(request, self._output_size(request)))
         return _replace_elapsed(result, time.perf_counter() - started)
 
-    def imagine(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
-        """Text to image, one image per seed (imagine and reroll)."""
-        # 1. Check the prompt fits the text encoder window (diffusers cuts it; we say so).
-        truncated = self._prompt_truncated(request.prompt)
+    def run_batch(self, requests: list[Request], cancels: list[threading.Event],
+                  reports: list[Report | None]) -> list[Result | JobCancelled]:
+        """Run jobs with one batch key in one pipeline call; one outcome per job, in order (a cancelled job's images
+        are discarded). Any failure raises BatchFailed, and the engine reruns each job alone."""
+        keys = {self.batch_key(request) for request in requests}
+        if len(keys) != 1 or None in keys:
+            raise ValueError(f"jobs share a call only with one batch key, got {len(keys)} keys: {keys}")
+        started = time.perf_counter()
+        failure = None
+        try:
+            if requests[0].kind == "variation":
+                results = self.variation(requests, cancels, reports)
+            else:
+                results = self.imagine(requests, cancels, reports)
+        except _Cancelled as e:
+            return [JobCancelled(f"the job was cancelled after {e.steps_done} steps") for _ in requests]
+        except Exception as e:  # incl. torch.OutOfMemoryError; the traceback (and its tensors) is dropped here
+            failure = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        if failure is not None:
+            _free_memory(self.device)
+            raise BatchFailed(f"a batched call of {len(requests)} jobs failed ({failure})")
+        elapsed = time.perf_counter() - started
+        return [JobCancelled("the job was cancelled while it ran with others") if cancel.is_set()
+                else _replace_elapsed(result, elapsed) for result, cancel in zip(results, cancels)]
 
-        # 2. One CPU generator per image, so each image depends only on its own seed.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+    def batch_key(self, request: Request):
+        """The key that says which requests may share a call on this pipeline (None: runs alone)."""
+        return batch_key(request.kind, width=request.width, height=request.height, steps=request.steps,
+                         guidance=request.guidance, strength=request.strength, images=len(request.seeds),
+                         model=self.defaults.model, scheduler=self.defaults.scheduler)
+
+    def imagine(self, requests: list[Request], cancels: list[threading.Event],
+                reports: list[Report | None]) -> list[Result]:
+        """Text to image, one image per seed (imagine and reroll), for one job or a batch of jobs with one key."""
+        first = requests[0]
+        # 1. Check each prompt fits the text encoder window (diffusers cuts it; we say so).
+        truncated = [self._prompt_truncated(request.prompt) for request in requests]
+
+        # 2. One CPU generator per image, prompt-major (job 1's images, then job 2's...), as diffusers orders them,
+        #    so each image depends only on its own seed.
+        generators = [torch.Generator("cpu").manual_seed(seed) for request in requests for seed in request.seeds]
 
         # 3. Denoise, with progress, previews and cancellation between steps.
         self._use(self.t2i)
-        pictures = self.t2i(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            width=request.width,
-            height=request.height,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance,
-            num_images_per_prompt=len(request.seeds),
-            generator=generators,
-            callback_on_step_end=self._step_callback(cancel, report),
-        ).images
+        with _vae_slicing(self.t2i, on=len(requests) > 1):
+            pictures = self.t2i(
+                **self._prompts(self.t2i, requests),
+                width=first.width,
+                height=first.height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                num_images_per_prompt=len(first.seeds),
+                generator=generators,
+                callback_on_step_end=self._step_callback(cancels, reports, len(first.seeds)),
+            ).images
 
-        # 4. Safety flags, PNGs with their recipe, the grid.
-        return self._finish(request, pictures, truncated, steps=request.steps)
+        # 4. Per job: safety flags, PNGs with their recipe, the grid.
+        return [self._finish(request, _slice(pictures, j, len(first.seeds)), truncated[j], steps=first.steps)
+                for j, request in enumerate(requests)]
 
-    def variation(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
-        """Image to image from the chosen picture, one new image per seed, at the request's size."""
-        # 1. The chosen image at the requested size (an upscale varies back at the size its grid was made at).
-        init = imgs.open_png(request.init_image).convert("RGB")
-        if init.size != (request.width, request.height):
-            init = init.resize((request.width, request.height), Image.Resampling.LANCZOS)
-        truncated = self._prompt_truncated(request.prompt)
+    def variation(self, requests: list[Request], cancels: list[threading.Event],
+                  reports: list[Report | None]) -> list[Result]:
+        """Image to image from each job's chosen picture, one new image per seed, at the request's size."""
+        first = requests[0]
+        # 1. Each chosen image at the requested size (an upscale varies back at the size its grid was made at),
+        #    given once per image: diffusers would otherwise cycle a batch's images across its jobs.
+        inits = []
+        for request in requests:
+            init = imgs.open_png(request.init_image).convert("RGB")
+            if init.size != (request.width, request.height):
+                init = init.resize((request.width, request.height), Image.Resampling.LANCZOS)
+            inits += [init] * len(request.seeds)
+        truncated = [self._prompt_truncated(request.prompt) for request in requests]
 
         # 2. Enough steps that steps * strength is at least one.
-        steps = max(request.steps, math.ceil(1 / request.strength))
+        steps = max(first.steps, math.ceil(1 / first.strength))
 
-        # 3. One CPU generator per image.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+        # 3. One CPU generator per image, prompt-major.
+        generators = [torch.Generator("cpu").manual_seed(seed) for request in requests for seed in request.seeds]
 
-        # 4. Denoise from the noised chosen image.
+        # 4. Denoise from the noised chosen images.
         self._use(self.i2i)
-        pictures = self.i2i(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            image=init,
-            strength=request.strength,
-            num_inference_steps=steps,
-            guidance_scale=request.guidance,
-            num_images_per_prompt=len(request.seeds),
-            generator=generators,
-            callback_on_step_end=self._step_callback(cancel, report),
-        ).images
+        with _vae_slicing(self.i2i, on=len(requests) > 1):
+            pictures = self.i2i(
+                **self._prompts(self.i2i, requests),
+                image=inits[0] if len(requests) == 1 else inits,
+                strength=first.strength,
+                num_inference_steps=steps,
+                guidance_scale=first.guidance,
+                num_images_per_prompt=len(first.seeds),
+                generator=generators,
+                callback_on_step_end=self._step_callback(cancels, reports, len(first.seeds)),
+            ).images
 
-        # 5. Safety flags, PNGs with their recipe, the grid.
-        return self._finish(request, pictures, truncated, steps=steps, extra={"Denoising strength": request.strength})
+        # 5. Per job: safety flags, PNGs with their recipe, the grid.
+        return [self._finish(request, _slice(pictures, j, len(first.seeds)), truncated[j], steps=steps,
+                             extra={"Denoising strength": request.strength})
+                for j, request in enumerate(requests)]
 
     def upscale(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
         """One image at twice its size: Lanczos resize, then a low-strength detail pass (or a dedicated upscaler)."""
@@ -292,7 +365,7 @@ class Runner:
             # 3a. A dedicated upscaler pipeline; its output is brought to exactly 2x.
             kwargs = {}
             if "callback_on_step_end" in inspect.signature(self.upscaler.__call__).parameters:
-                kwargs["callback_on_step_end"] = self._step_callback(cancel, report)
+                kwargs["callback_on_step_end"] = self._step_callback([cancel], [report], 1)
             self._use(self.upscaler)
             picture = self.upscaler(
                 prompt=request.prompt, image=init, num_inference_steps=request.steps, generator=generator, **kwargs
@@ -316,7 +389,7 @@ class Runner:
                     num_inference_steps=steps,
                     guidance_scale=request.guidance,
                     generator=[generator],
-                    callback_on_step_end=self._step_callback(cancel, report),
+                    callback_on_step_end=self._step_callback([cancel], [report], 1),
                 ).images[0]
             finally:
                 if not tiling_was_on:
@@ -334,23 +407,46 @@ class Runner:
             pipe.enable_model_cpu_offload(device=self.device)
             self._offloaded_pipe = pipe
 
-    def _step_callback(self, cancel: threading.Event, report: Report | None):
-        """callback_on_step_end: stop if cancelled, report progress, and every few steps a preview."""
+    def _step_callback(self, cancels: list[threading.Event], reports: list[Report | None], per_job: int):
+        """callback_on_step_end for the jobs of one call (each `per_job` images, in order): stop once every job is
+        cancelled; each job still wanted gets its own progress and, every few steps, a preview of its own latents."""
         every = self.settings.preview_every
 
         def on_step_end(pipe: DiffusionPipeline, i: int, t, callback_kwargs: dict) -> dict:
-            if cancel.is_set():
+            if all(cancel.is_set() for cancel in cancels):
                 raise _Cancelled(i + 1)
-            if report is not None:
-                total = getattr(pipe, "num_timesteps", None) or i + 1
-                step = i + 1
+            total = getattr(pipe, "num_timesteps", None) or i + 1
+            step = i + 1
+            for j, (cancel, report) in enumerate(zip(cancels, reports)):
+                if report is None or cancel.is_set():
+                    continue
                 preview = None
                 if every and (step % every == 0) and step < total:
-                    preview = self._preview(callback_kwargs["latents"])
+                    preview = self._preview(callback_kwargs["latents"][j * per_job:(j + 1) * per_job])
                 report(step, total, preview)
             return callback_kwargs
 
         return on_step_end
+
+    def _prompts(self, pipe: DiffusionPipeline, requests: list[Request]) -> dict:
+        """The prompt arguments of a call. One job: its text, as ever. A batch: each job's prompt and negative prompt
+        encoded as a call of its own would encode them (batch 1 through the text encoder; SDXL's zeroed empty
+        negatives included), concatenated in job order; the pipeline repeats each per image, prompt-major."""
+        if len(requests) == 1:
+            return {"prompt": requests[0].prompt, "negative_prompt": requests[0].negative_prompt or None}
+        guided = requests[0].guidance > 1.0 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        parts: dict[str, list[torch.Tensor]] = {}
+        with torch.no_grad():
+            for request in requests:
+                encoded = pipe.encode_prompt(
+                    prompt=request.prompt, device=pipe._execution_device, num_images_per_prompt=1,
+                    do_classifier_free_guidance=guided, negative_prompt=request.negative_prompt or None,
+                )
+                for name, tensor in zip(names, encoded):
+                    if tensor is not None:
+                        parts.setdefault(name, []).append(tensor)
+        return {name: torch.cat(tensors) for name, tensors in parts.items()}
 
     def _preview(self, latents: torch.Tensor) -> bytes:
         """A small JPEG of the current latents through a linear latent->RGB map (no VAE decode, ~1 ms)."""
@@ -422,6 +518,24 @@ class Runner:
 
 
 # -- small helpers --------------------------------------------------------------------------------------------------
+
+
+def _slice(pictures: list, job: int, per_job: int) -> list:
+    """The pictures of the job-th job of a call (prompt-major order: each job's images together)."""
+    return pictures[job * per_job:(job + 1) * per_job]
+
+
+@contextlib.contextmanager
+def _vae_slicing(pipe: DiffusionPipeline, *, on: bool):
+    """VAE slicing for batches: decode image by image, so a batch's decode needs no more memory than one image's."""
+    switch = on and not pipe.vae.use_slicing
+    if switch:
+        pipe.vae.enable_slicing()
+    try:
+        yield
+    finally:
+        if switch:
+            pipe.vae.disable_slicing()
 
 
 def _fit_to_multiple_of_8(image: Image.Image) -> Image.Image:

@@ -26,6 +26,7 @@ class EngineSettings:
     upscale_strength: float = 0.3  # IMAGINE_UPSCALE_STRENGTH: img2img strength of the upscale detail pass
     preview_every: int = 5  # IMAGINE_PREVIEW_EVERY: steps between previews (0 = none)
     progress_bar: bool = False  # diffusers' tqdm bar; the CLI turns it on
+    max_batch: int | None = None  # IMAGINE_MAX_BATCH: jobs per pipeline call (1 = no batching; None = per device/model)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -38,6 +39,8 @@ class EngineSettings:
             raise ValueError(f"size must be a multiple of 8 and at least 64, got {self.size}")
         if not 0.0 < self.upscale_strength <= 1.0:
             raise ValueError(f"upscale_strength must be in (0, 1], got {self.upscale_strength}")
+        if self.max_batch is not None and not 1 <= self.max_batch <= 16:
+            raise ValueError(f"max_batch must be from 1 (no batching) to 16 jobs per call, got {self.max_batch}")
         if self.preview_every < 0:
             raise ValueError(f"preview_every must be 0 (no previews) or more, got {self.preview_every}")
 

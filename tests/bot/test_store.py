@@ -24,9 +24,9 @@ async def store(tmp_path):
     await store.close()
 
 
-async def queue(store, user_id, *, channel_id=10, limits=OPEN, now=T0, **kwargs):
+async def queue(store, user_id, *, channel_id=10, limits=OPEN, now=T0, recipe=None, **kwargs):
     return await store.admit(
-        kind="imagine", user_id=user_id, guild_id=1, channel_id=channel_id, recipe={"prompt": "a cat"},
+        kind="imagine", user_id=user_id, guild_id=1, channel_id=channel_id, recipe=recipe or {"prompt": "a cat"},
         limits=limits, now=now, **kwargs,
     )
 
@@ -342,6 +342,36 @@ async def test_user_who_waited_longest_since_their_last_job_goes_first(store):
     newcomer = await queue(store, 3, now=T0 + 12)
 
     assert [(await store.claim_next(now=T0 + 20 + n)).id for n in range(3)] == [newcomer.id, late_1.id, late_2.id]
+
+
+async def test_claim_batch_takes_the_head_and_the_companions_its_plan_picks_in_one_turn_each(store):
+    """claim_batch runs the head of the fair queue and the companions the batch plan picks (from the window it is
+    shown), each taking its turn; the rest keep true positions, and whatever the plan says, the head runs."""
+    from engine import batching
+
+    def recipe(width):
+        return {"prompt": "a cat", "width": width, "height": 64, "steps": 4, "guidance": 7.0, "seeds": [1, 2, 3, 4]}
+
+    def plan(queue):
+        return batching.plan([batching.Candidate(job.id, job.user_id, batching.recipe_key(job.kind, job.recipe))
+                              for job in queue], 3)
+
+    a1 = await queue(store, 1, recipe=recipe(64))
+    a2 = await queue(store, 1, recipe=recipe(64))
+    b = await queue(store, 2, recipe=recipe(128))
+    c = await queue(store, 3, recipe=recipe(64))
+    d = await queue(store, 4, recipe=recipe(64))
+    e = await queue(store, 5, recipe=recipe(64))
+
+    claimed = await store.claim_batch(plan, window=1 + batching.WINDOW, now=T0)
+
+    assert [job.id for job in claimed] == [a1.id, c.id, d.id]
+    assert {job.status for job in claimed} == {"running"} and {job.started_at for job in claimed} == {T0}
+    assert [await store.queue_position(job.id) for job in (b, e, a2)] == [1, 2, 3]
+    assert [job.id for job in await store.unfinished_jobs()][3:] == [b.id, e.id, a2.id]
+    shown_only_the_head = await store.claim_batch(lambda queue: [a2.id, e.id], window=1, now=T0 + 1)
+    assert [job.id for job in shown_only_the_head] == [b.id]
+    assert [job.id for job in await store.claim_batch(lambda queue: [], window=5, now=T0 + 2)] == [e.id]
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -201,6 +201,7 @@ async def test_defaults_come_from_the_model_and_settings(tiny_model):
     try:
         defaults = engine.defaults
         assert engine.device == "cpu"
+        assert engine.max_batch == 1  # no batching by default off CUDA: benchmarks/batching.py shows no clear gain
     finally:
         await engine.stop()
     assert (defaults.size, defaults.steps, defaults.guidance) == (64, 9, 3.5)

@@ -13,9 +13,10 @@ def test_settings_from_env_reads_typed_values():
     settings = EngineSettings.from_env({
         "IMAGINE_MODEL": "/models/sd15", "IMAGINE_DEVICE": "CPU", "IMAGINE_STEPS": "12", "IMAGINE_GUIDANCE": "5.5",
         "IMAGINE_CPU_OFFLOAD": "yes", "IMAGINE_SAFETY_CHECKER": "false", "IMAGINE_SIZE": "", "UNRELATED": "x",
+        "IMAGINE_MAX_BATCH": "3",
     })
     assert settings == EngineSettings(model="/models/sd15", device="cpu", steps=12, guidance=5.5, cpu_offload=True,
-                                      safety_checker=False)
+                                      safety_checker=False, max_batch=3)
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -23,6 +24,7 @@ def test_settings_from_env_reads_typed_values():
     ({"IMAGINE_CPU_OFFLOAD": "maybe"}, "IMAGINE_CPU_OFFLOAD must be true or false, got 'maybe'"),
     ({"IMAGINE_DEVICE": "tpu"}, "IMAGINE_DEVICE must be one of auto, cuda, mps, cpu, got 'tpu'"),
     ({"IMAGINE_UPSCALE_STRENGTH": "2"}, "IMAGINE_UPSCALE_STRENGTH must be in (0, 1], got 2.0"),
+    ({"IMAGINE_MAX_BATCH": "0"}, "IMAGINE_MAX_BATCH must be from 1 (no batching) to 16 jobs per call, got 0"),
 ])
 def test_settings_from_env_bad_value_is_one_readable_line(env, message):
     """A bad IMAGINE_* value raises ValueError naming the key, what it must be, and what it got."""

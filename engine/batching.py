@@ -1,0 +1,79 @@
+"""Batch planning: which queued jobs may share one pipeline call. Pure Python: no torch, no SQL.
+
+The store decides whose turn it is (the head of the fair queue always runs next) and calls `plan` inside the one
+write transaction that claims the head and its companions; the engine only runs the batch it is given.
+
+    key = recipe_key("imagine", {"width": 512, "height": 512, "steps": 25, "guidance": 7.0, "seeds": [1, 2, 3, 4]})
+    ids = plan([Candidate(7, member=1, key=key), Candidate(8, member=1, key=key), Candidate(9, member=2, key=key)], 4)
+    # -> [7, 9]: the head, then at most one job per member, in queue order
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+WINDOW = 12  # companions come from the next WINDOW queued jobs after the head, so none jumps far ahead
+
+# Operation families that can share a call, by job kind. Upscales (and outpaints, later) always run alone.
+FAMILIES = {"imagine": "text-to-image", "reroll": "text-to-image", "variation": "image-to-image"}
+
+# Schedulers that draw one noise tensor (or one Brownian tree) for the whole batch: a job's images would depend on
+# its companions, so with these every job runs alone.
+ALONE_SCHEDULERS = frozenset({"DPMSolverSDEScheduler"})
+
+
+def batch_key(kind: str, *, width: int, height: int, steps: int, guidance: float, strength: float | None,
+              images: int, model: str = "", scheduler: str = "") -> Hashable | None:
+    """What shapes a pipeline call; jobs may share a call only if their keys are equal. None: the job runs alone.
+
+    Classifier-free guidance on or off (guidance > 1) is part of the key as well as its scale: it doubles the batch.
+    """
+    family = FAMILIES.get(kind)
+    if family is None or scheduler in ALONE_SCHEDULERS:
+        return None
+    return (family, model, scheduler, width, height, steps, guidance > 1.0, float(guidance),
+            None if family == "text-to-image" else strength, images)
+
+
+def recipe_key(kind: str, recipe: Mapping) -> Hashable | None:
+    """The batch key of a queued job, from its stored recipe (model and scheduler when the recipe names them)."""
+    try:
+        return batch_key(
+            kind, width=int(recipe["width"]), height=int(recipe["height"]), steps=int(recipe["steps"]),
+            guidance=float(recipe["guidance"]), strength=recipe.get("strength"), images=len(recipe["seeds"]),
+            model=recipe.get("model", ""), scheduler=recipe.get("scheduler", ""),
+        )
+    except (KeyError, TypeError, ValueError):  # a recipe the engine will refuse anyway: let it fail alone
+        return None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A queued job as the planner sees it: its id, its member and its batch key (None: runs alone)."""
+
+    id: int
+    member: int
+    key: Hashable | None
+
+
+def plan(queue: Sequence[Candidate], max_batch: int, window: int = WINDOW) -> list[int]:
+    """The ids to run in one call: the head of the queue (queue[0]) first, then companions with its key, taken in
+    queue order from the next `window` jobs, at most one per member, up to max_batch jobs in all.
+
+    Never waits: with nothing compatible queued, the head runs alone. max_batch 1 turns batching off.
+    """
+    if not queue:
+        return []
+    head = queue[0]
+    chosen = [head.id]
+    if head.key is None or max_batch <= 1:
+        return chosen
+    members = {head.member}
+    for job in queue[1:1 + window]:
+        if len(chosen) >= max_batch:
+            break
+        if job.key == head.key and job.member not in members:
+            chosen.append(job.id)
+            members.add(job.member)
+    return chosen
