@@ -45,7 +45,7 @@ class ImagineBot(commands.Bot):
             intents=discord.Intents.default(),
             tree_cls=ImagineTree,
             help_command=None,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            allowed_mentions=discord.AllowedMentions.none(),  # each message says who it may ping (bot/replies.py)
         )
         self.settings = settings
         self.store = store
