@@ -33,11 +33,13 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
+        self.recovered = 0  # unfinished jobs taken back after a restart (the bot's ready line says how many)
 
     async def start(self) -> None:
         recovered = await self.store.recover()
+        self.recovered = len(recovered)
         if recovered:
-            log.info("Re-attached %d unfinished job(s) after a restart", len(recovered))
+            log.debug("Re-attached %d unfinished job(s) after a restart", len(recovered))
         for job in recovered:
             await self.messages.queued(job, restarted=True)
         self._task = asyncio.create_task(self._run(), name="imagine-runner")

@@ -361,7 +361,7 @@ class Store:
         except BaseException:
             await store.close()
             raise
-        log.info("opened %s (schema version %d), images in %s", path, version, images_dir)
+        log.debug("opened %s (schema version %d), images in %s", path, version, images_dir)
         return store
 
     async def close(self) -> None:
