@@ -58,7 +58,7 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
     @app_commands.command(name="set", description="Change limits for a channel, or the server's default")
     @app_commands.describe(
         enabled="Whether members can use the bot here",
-        jobs_per_hour="Jobs each member may start per rolling hour (0 = none)",
+        jobs_per_hour="Jobs each member may start per rolling hour (to stop all jobs, use enabled)",
         max_queued="Jobs each member may have waiting at once",
         max_steps="Most denoising steps a job may use",
         max_side="Largest image side in pixels",
@@ -70,8 +70,8 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
         self,
         interaction: discord.Interaction[ImagineBot],
         enabled: bool | None = None,
-        jobs_per_hour: app_commands.Range[int, 0, 10_000] | None = None,
-        max_queued: app_commands.Range[int, 0, 1000] | None = None,
+        jobs_per_hour: app_commands.Range[int, 1, 1000] | None = None,  # the store's LIMIT_RANGES
+        max_queued: app_commands.Range[int, 1, 100] | None = None,
         max_steps: app_commands.Range[int, 1, 150] | None = None,
         max_side: app_commands.Range[int, 64, 4096] | None = None,
         nsfw_allowed: bool | None = None,
