@@ -39,7 +39,7 @@ class MentionsRefused(Exception):
 
 @dataclass(frozen=True)
 class Mentions:
-    """What a message mentions once `allowed_mentions` is applied: its `mentions`, `mention_roles`, `mention_everyone`."""
+    """What a message mentions once `allowed_mentions` applies: `mentions`, `mention_roles`, `mention_everyone`."""
 
     users: tuple[int, ...] = ()
     roles: tuple[int, ...] = ()

@@ -343,7 +343,7 @@ async def test_a_wrong_token_cannot_log_in(discord):
 
 
 async def test_allowed_mentions_decide_who_a_channel_message_pings(discord, bot):
-    """Content mentions ping per `allowed_mentions` as Discord's reference says; embeds never ping; bad combos get 400."""
+    """Content mentions ping per `allowed_mentions` as Discord documents; embeds never ping; bad combos get 400."""
     channel = bot.get_channel(discord.channel("general").id)
     moderator = discord.guild.role("Moderator")
     text = f"@everyone hi {discord.alice.mention} <@!{discord.bob.id}> {moderator.mention}"
