@@ -79,7 +79,7 @@ class Buttons(commands.Cog):
             match = JobButton.__discord_ui_compiled_template__.fullmatch(custom_id)
             if match is not None:
                 await admission.clicked_job(interaction, int(match["job"]))  # the same refusals as a real click
-            raise UserError("That button isn't on this message, so I can't use it.")
+            raise UserError("That button isn't on this message any more, so I can't use it.")
         except Exception as error:
             await report_error(interaction, error)
 
