@@ -9,7 +9,7 @@ async def test_a_prompt_full_of_mentions_pings_nobody_and_only_a_late_result_pin
     """Mentions in a prompt stay visible but inert; the one ping is alice's, on the channel message after expiry."""
     moderator = discord.guild.role("Moderator")
     mentions = f"{discord.bob.mention} <@!{discord.mod.id}> {moderator.mention} @everyone @here"
-    run = await discord.slash(discord.alice, "general", "imagine", prompt=f"hello {mentions} --steps 50",
+    run = await discord.slash(discord.alice, "general", "imagine", prompt=f"hello {mentions} --steps 12",
                               negative=discord.owner.mention)
     running = await run.wait_for(lambda m: "step" in m.content, GRID_TIMEOUT)
     assert discord.bob.mention in running.content and moderator.mention in running.content
