@@ -67,15 +67,30 @@ async def submit(interaction: discord.Interaction[ImagineBot], kind: str, recipe
     return job
 
 
+async def clicked_job(interaction: discord.Interaction[ImagineBot], job_id: int) -> Job:
+    """The finished job of this server that a button names, in one read; otherwise a refusal (a UserError).
+
+    Called before anything is shown, so that a stale or forged click is answered privately, never with a public
+    "thinking…". A job of another server is unknown here: no image of one server may reach another.
+    """
+    job = await interaction.client.store.get_job(job_id)
+    if job is None or job.guild_id != interaction.guild_id:
+        raise UserError("I can't find the job of that button in this server; /imagine starts a new one.")
+    if job.status != "done":
+        raise UserError(f"Job #{job.id} isn't finished, so its buttons can't be used yet.")
+    return job
+
+
 async def click(interaction: discord.Interaction[ImagineBot], action: str, job_id: int, index: int) -> None:
     """A grid or upscale button: make the follow-up job from the clicked job's stored recipe and images."""
     bot = interaction.client
-    await interaction.response.defer(thinking=True)
-    parent = await bot.store.get_job(job_id)
-    if parent is None or parent.status != "done":
-        raise UserError("That job isn't finished, so its buttons can't be used.")
+    parent = await clicked_job(interaction, job_id)
     if action in ("u", "v", "vs", "vx"):
-        await bot.store.image(parent.id, index)  # refuses early when the images were cleaned up
+        if parent.images_pruned:
+            await bot.store.image(parent.id, index)  # raises ImagesGone, which says how long images are kept
+        if not 1 <= index <= parent.image_count:
+            raise UserError(f"Job #{parent.id} has no image #{index}.")
+    await interaction.response.defer(thinking=True)  # this click starts a job: its message is public
 
     recipe = {k: parent.recipe[k] for k in ("prompt", "negative_prompt", "steps", "guidance", "aspect") if k in parent.recipe}
     # An upscale's recipe keeps the size of its source, so variations of it come out at the grid's size.

@@ -45,13 +45,14 @@ class ImagineBot(commands.Bot):
             intents=discord.Intents.default(),
             tree_cls=ImagineTree,
             help_command=None,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            allowed_mentions=discord.AllowedMentions.none(),  # each message says who it may ping (bot/replies.py)
         )
         self.settings = settings
         self.store = store
         self.engine = engine
         self.messages = JobMessages(self, settings.progress_interval)
         self.runner = JobRunner(store, engine, self.messages)
+        self._announced = False
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
@@ -73,7 +74,13 @@ class ImagineBot(commands.Bot):
             log.info("Pruned the images of %d job(s) older than %g days", pruned, self.settings.image_retention_days)
 
     async def on_ready(self) -> None:
-        log.info("Logged in as %s (%s) in %d server(s)", self.user, self.user.id if self.user else "?", len(self.guilds))
+        """The one start-up line an owner needs (on_ready comes again after each re-IDENTIFY: said once)."""
+        if self._announced:
+            return
+        self._announced = True
+        log.info("imagine-bot ready: model %s on %s (%s), %d server(s), %d job(s) recovered",
+                 self.engine.defaults.model, self.engine.device, self.engine.dtype, len(self.guilds),
+                 self.runner.recovered)
 
     async def sync_commands(self) -> None:
         """Sync slash commands when they changed since the last sync (Discord rate-limits syncing).

@@ -2,6 +2,13 @@
 the command tree's error handler turns it into one, and logs anything else with a traceback."""
 
 import math
+import unicodedata
+
+
+def quoted(text: object, limit: int = 40) -> str:
+    """Member input as a refusal repeats it: control characters dropped, backticks (code spans) made plain, clipped."""
+    plain = "".join(c for c in str(text) if unicodedata.category(c) != "Cc").replace("`", "'")
+    return plain if len(plain) <= limit else plain[: limit - 1] + "…"
 
 
 class UserError(Exception):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import render
+from bot.replies import NO_PINGS, ping
 from bot.store import Job
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ class JobMessages:
                     embed=shown.embed,
                     attachments=shown.files,
                     view=shown.view,
+                    allowed_mentions=NO_PINGS,  # the member asked and is watching: no ping while the token works
                 )
             except discord.HTTPException as error:
                 if error.status not in (401, 404):
@@ -151,5 +153,6 @@ class JobMessages:
             embed=shown.embed or discord.utils.MISSING,
             files=shown.files,
             view=shown.view or discord.utils.MISSING,
+            allowed_mentions=ping(job.user_id),  # the one ping the bot sends: your result is here
         )
         await store.set_message(job.id, message.id)

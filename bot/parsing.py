@@ -10,14 +10,16 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
 
-from bot.errors import UserError
+from bot.errors import UserError, quoted
 from engine.jobs import ModelDefaults, size_for_aspect
 
 ASPECT_CHOICES = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "9:21", "21:9")
 MAX_ASPECT = 3.0  # widest (or tallest) ratio allowed for a free-form --ar
 MAX_PROMPT = 1000
+MAX_NEGATIVE = 1000
 MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 IMAGES_PER_GRID = 4
@@ -63,9 +65,9 @@ def split_flags(text: str) -> tuple[str, dict[str, str]]:
         key = FLAG_ALIASES.get(name)
         if key is None:
             allowed = ", ".join(f"--{n}" for n in ("ar", "seed", "no", "steps", "guidance"))
-            raise BadInput(f"`--{name}` is not an option I know. Allowed in the prompt: {allowed}.")
+            raise BadInput(f"`--{quoted(name, 20)}` is not an option I know. Allowed in the prompt: {allowed}.")
         if key in flags:
-            raise BadInput(f"`--{name}` is given twice; keep one.")
+            raise BadInput(f"`--{quoted(name, 20)}` is given twice; keep one.")
         end = following.start() if following else len(text)
         flags[key] = text[match.end() : end].strip()
     return prompt.strip(), flags
@@ -75,18 +77,21 @@ def parse_aspect(text: str) -> tuple[int, int]:
     allowed = ", ".join(ASPECT_CHOICES)
     match = re.fullmatch(r"\s*(\d{1,3})\s*:\s*(\d{1,3})\s*", text)
     if not match:
-        raise BadInput(f"Aspect ratio must look like `16:9`, got `{text}`. Common ones: {allowed}.")
+        raise BadInput(f"Aspect ratio must look like `16:9`, got `{quoted(text)}`. Common ones: {allowed}.")
     w, h = int(match.group(1)), int(match.group(2))
     if w == 0 or h == 0 or max(w / h, h / w) > MAX_ASPECT:
-        raise BadInput(f"Aspect ratio `{text}` is too extreme: the longer side may be at most 3 times the shorter. Common ones: {allowed}.")
+        raise BadInput(
+            f"Aspect ratio `{quoted(text)}` is too extreme: the longer side may be at most 3 times the shorter. "
+            f"Common ones: {allowed}."
+        )
     return w, h
 
 
 def _int(name: str, raw: str, low: int, high: int) -> int:
     try:
         value = int(raw)
-    except (TypeError, ValueError):
-        raise BadInput(f"{name} must be a whole number from {low} to {high}, got `{raw}`.") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
+        raise BadInput(f"{name} must be a whole number from {low} to {high}, got `{quoted(raw)}`.") from None
     if not low <= value <= high:
         raise BadInput(f"{name} must be from {low} to {high}, got {value}.")
     return value
@@ -95,8 +100,8 @@ def _int(name: str, raw: str, low: int, high: int) -> int:
 def _float(name: str, raw: str, low: float, high: float) -> float:
     try:
         value = float(raw)
-    except (TypeError, ValueError):
-        raise BadInput(f"{name} must be a number from {low:g} to {high:g}, got `{raw}`.") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
+        raise BadInput(f"{name} must be a number from {low:g} to {high:g}, got `{quoted(raw)}`.") from None
     if not (low <= value <= high) or math.isnan(value):
         raise BadInput(f"{name} must be from {low:g} to {high:g}, got {value:g}.")
     return value
@@ -121,11 +126,14 @@ def parse_imagine(
     max_steps: int = 150,
 ) -> Recipe:
     """Resolve a prompt with inline flags and slash-command options into a full recipe."""
-    prompt, flags = split_flags(text)
-    if not prompt:
+    prompt, flags = split_flags(_printable(text))
+    if not any(unicodedata.category(c)[0] in "LNPS" for c in prompt):  # blank, or only invisible marks
         raise BadInput("The prompt is empty: describe the picture before any `--` options.")
     if len(prompt) > MAX_PROMPT:
         raise BadInput(f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT}.")
+    negative_text = _printable(negative if negative is not None else flags.get("negative", "")).strip()
+    if len(negative_text) > MAX_NEGATIVE:
+        raise BadInput(f"The negative prompt is {len(negative_text)} characters long; the limit is {MAX_NEGATIVE}.")
 
     aspect_text = aspect or flags.get("aspect") or "1:1"
     ratio = parse_aspect(aspect_text)
@@ -143,7 +151,7 @@ def parse_imagine(
 
     return Recipe(
         prompt=prompt,
-        negative_prompt=(negative if negative is not None else flags.get("negative", "")).strip(),
+        negative_prompt=negative_text,
         width=width,
         height=height,
         steps=steps_value,
@@ -151,6 +159,12 @@ def parse_imagine(
         seeds=new_seeds(seed_value),
         aspect=f"{ratio[0]}:{ratio[1]}",
     )
+
+
+def _printable(text: str) -> str:
+    """Line breaks and tabs become spaces; other control characters (NUL, escape sequences) are dropped."""
+    return "".join(" " if c in "\t\n\r\v\f" else c for c in text
+                   if c in "\t\n\r\v\f" or unicodedata.category(c) != "Cc")
 
 
 def find_banned(prompt: str, banned: list[str]) -> str | None:

@@ -40,14 +40,16 @@ class JobRunner:
         self._free.set()
         self._task: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
+        self.recovered = 0  # unfinished jobs taken back after a restart (the bot's ready line says how many)
 
     async def start(self) -> None:
         recovered = await self.store.recover()
         for job in recovered.failed:  # interrupted once too often: likely what brought the bot down
             log.info("Job %s failed: %s for user %s: %s", job.id, job.kind, job.user_id, job.error)
             await self.messages.finished(job, render.failed(job))
+        self.recovered = len(recovered.queued)
         if recovered.queued:
-            log.info("Re-attached %d unfinished job(s) after a restart", len(recovered.queued))
+            log.debug("Re-attached %d unfinished job(s) after a restart", len(recovered.queued))
         for job in recovered.queued:
             await self.messages.queued(job, restarted=True)
         self._task = asyncio.create_task(self._run(), name="imagine-runner")

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError
+from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError, quoted
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def _raise_if_refused(counts: sqlite3.Row, limits: Limits) -> None:
 def _parse_limit(key: str, value: object) -> bool | int:
     """Validate a moderator's value for `key` (a bool/int, or the text of one) and return it typed."""
     if key not in LIMIT_KEYS:
-        raise InvalidLimit(f"There is no limit called '{key}'; the limits are: {', '.join(LIMIT_KEYS)}.")
+        raise InvalidLimit(f"There is no limit called '{quoted(key)}'; the limits are: {', '.join(LIMIT_KEYS)}.")
     if isinstance(Limits.__dataclass_fields__[key].default, bool):
         if isinstance(value, bool):
             return value
@@ -357,14 +357,14 @@ def _parse_limit(key: str, value: object) -> bool | int:
                  "false": False, "no": False, "off": False, "0": False}
         if isinstance(value, str) and value.strip().lower() in words:
             return words[value.strip().lower()]
-        raise InvalidLimit(f"'{key}' is on or off (true/false), got '{value}'.")
+        raise InvalidLimit(f"'{key}' is on or off (true/false), got '{quoted(value)}'.")
     low, high = LIMIT_RANGES[key]
     try:
         if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
             raise ValueError
         number = int(value.strip()) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError):
-        raise InvalidLimit(f"'{key}' must be a whole number from {low} to {high}, got '{value}'.") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidLimit(f"'{key}' must be a whole number from {low} to {high}, got '{quoted(value)}'.") from None
     if not low <= number <= high:
         raise InvalidLimit(f"'{key}' must be from {low} to {high}, got {number}.")
     return number
@@ -421,7 +421,7 @@ class Store:
         except BaseException:
             await store.close()
             raise
-        log.info("opened %s (schema version %d), images in %s", path, version, images_dir)
+        log.debug("opened %s (schema version %d), images in %s", path, version, images_dir)
         return store
 
     async def close(self) -> None:
@@ -854,7 +854,7 @@ class Store:
     async def reset_limits(self, guild_id: int, channel_id: int | None, key: str | None = None) -> int:
         """Remove a channel's (or with None the server's) setting for `key`, or all of them; returns how many."""
         if key is not None and key not in LIMIT_KEYS:
-            raise InvalidLimit(f"There is no limit called '{key}'; the limits are: {', '.join(LIMIT_KEYS)}.")
+            raise InvalidLimit(f"There is no limit called '{quoted(key)}'; the limits are: {', '.join(LIMIT_KEYS)}.")
         return await self._write(
             lambda db: _rowcount(
                 db,

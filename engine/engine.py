@@ -158,6 +158,13 @@ class Engine:
         return self._runner.defaults
 
     @property
+    def dtype(self) -> str:
+        """The dtype the pipeline computes in ("float16", "bfloat16", "float32"). Valid after start()."""
+        if self._runner is None:
+            raise RuntimeError("Engine.dtype is known after `await engine.start()`")
+        return self._runner.dtype_name
+
+    @property
     def device(self) -> str:
         """The device the pipeline runs on ("cuda", "mps", "cpu"); before start(), the setting ("auto", ...)."""
         return self._device

@@ -9,6 +9,7 @@ from discord.ext import commands
 
 from bot import admission
 from bot.cogs.queue import cancel_job
+from bot.errors import UserError
 from bot.replies import report_error
 
 # action -> (label, emoji, style)
@@ -22,7 +23,11 @@ ACTIONS = {
 }
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:(?P<action>u|v|r|vs|vx|x):(?P<job>[0-9]+):(?P<index>[0-4])"):
+# A job id has at most 18 digits, so that any id a custom_id can carry fits SQLite's 64-bit INTEGER.
+TEMPLATE = r"imagine:(?P<action>u|v|r|vs|vx|x):(?P<job>[1-9][0-9]{0,17}):(?P<index>[0-4])"
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
     """``imagine:<action>:<job id>:<image index>``; everything else is read from the store on each click."""
 
     def __init__(self, action: str, job_id: int, index: int, *, row: int | None = None) -> None:
@@ -54,5 +59,31 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:(?
             await report_error(interaction, error)
 
 
+class Buttons(commands.Cog):
+    """Answers the clicks discord.py itself drops: a custom_id the clicked message doesn't carry.
+
+    Official clients only send the custom_id of a button they show, but Discord doesn't check it, so a modified
+    client can send any. discord.py calls a DynamicItem only for a custom_id that is on the message and ignores the
+    rest, which leaves the member with "This interaction failed"; here they get a private refusal instead.
+    """
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is not discord.InteractionType.component or interaction.message is None:
+            return
+        custom_id = (interaction.data or {}).get("custom_id", "")
+        view = discord.ui.View.from_message(interaction.message, timeout=None)
+        if any(getattr(item, "custom_id", None) == custom_id for item in view.walk_children()):
+            return  # a button the message shows: its DynamicItem (or view) answers
+        try:
+            match = JobButton.__discord_ui_compiled_template__.fullmatch(custom_id)
+            if match is not None:
+                await admission.clicked_job(interaction, int(match["job"]))  # the same refusals as a real click
+            raise UserError("That button isn't on this message any more, so I can't use it.")
+        except Exception as error:
+            await report_error(interaction, error)
+
+
 async def setup(bot: commands.Bot) -> None:
     bot.add_dynamic_items(JobButton)
+    await bot.add_cog(Buttons())

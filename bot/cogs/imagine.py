@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.admission import submit
 from bot.parsing import ASPECT_CHOICES, MAX_GUIDANCE, MAX_SEED, BadInput, parse_imagine
+from bot.replies import tell
 
 if TYPE_CHECKING:
     from bot.bot import ImagineBot
@@ -54,7 +55,7 @@ class Imagine(commands.Cog):
                 max_steps=MAX_STEPS,
             )
         except BadInput as error:
-            await interaction.response.send_message(str(error), ephemeral=True)
+            await tell(interaction, str(error))
             return
         await submit(interaction, "imagine", recipe.to_dict())
 

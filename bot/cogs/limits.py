@@ -9,6 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import moderator_only, require_moderator
+from bot.replies import NO_PINGS
 from bot.store import LIMIT_KEYS
 
 if TYPE_CHECKING:
@@ -52,12 +53,12 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
             lines.append(f"• {DESCRIPTIONS[key]}: **{_value(value)}** ({_SOURCES[source]})")
         banned = await self.bot.store.banned_words(interaction.guild_id)
         lines.append(f"• Banned words: {', '.join(f'`{w}`' for w in banned) if banned else 'none'}")
-        await interaction.followup.send("\n".join(lines), ephemeral=True)
+        await interaction.followup.send("\n".join(lines), ephemeral=True, allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="set", description="Change limits for a channel, or the server's default")
     @app_commands.describe(
         enabled="Whether members can use the bot here",
-        jobs_per_hour="Jobs each member may start per rolling hour (0 = none)",
+        jobs_per_hour="Jobs each member may start per rolling hour (to stop all jobs, use enabled)",
         max_queued="Jobs each member may have waiting at once",
         max_steps="Most denoising steps a job may use",
         max_side="Largest image side in pixels",
@@ -69,8 +70,8 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
         self,
         interaction: discord.Interaction[ImagineBot],
         enabled: bool | None = None,
-        jobs_per_hour: app_commands.Range[int, 0, 10_000] | None = None,
-        max_queued: app_commands.Range[int, 0, 1000] | None = None,
+        jobs_per_hour: app_commands.Range[int, 1, 1000] | None = None,  # the store's LIMIT_RANGES
+        max_queued: app_commands.Range[int, 1, 100] | None = None,
         max_steps: app_commands.Range[int, 1, 150] | None = None,
         max_side: app_commands.Range[int, 64, 4096] | None = None,
         nsfw_allowed: bool | None = None,
@@ -88,14 +89,15 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
         }
         changes = {key: value for key, value in given.items() if value is not None}
         if not changes:
-            await interaction.followup.send("Name at least one setting to change, e.g. `jobs_per_hour:5`.", ephemeral=True)
+            text = "Name at least one setting to change, e.g. `jobs_per_hour:5`."
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
             return
         channel_id = None if server_default else (channel.id if channel else interaction.channel_id)
         for key, value in changes.items():
             await self.bot.store.set_limit(interaction.guild_id, channel_id, key, value)
         where = "the server default" if channel_id is None else f"<#{channel_id}>"
         summary = ", ".join(f"{DESCRIPTIONS[k].lower()}: **{_value(v)}**" for k, v in changes.items())
-        await interaction.followup.send(f"Updated {where}: {summary}.", ephemeral=True)
+        await interaction.followup.send(f"Updated {where}: {summary}.", ephemeral=True, allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="reset", description="Go back to the server default (or built-in default)")
     @app_commands.describe(
@@ -116,21 +118,23 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
         count = await self.bot.store.reset_limits(interaction.guild_id, channel_id, setting)
         where = "the server default" if channel_id is None else f"<#{channel_id}>"
         what = DESCRIPTIONS[setting].lower() if setting else "all limits"
-        await interaction.followup.send(f"Reset {what} for {where} ({count} value(s) removed).", ephemeral=True)
+        await interaction.followup.send(
+            f"Reset {what} for {where} ({count} value(s) removed).", ephemeral=True, allowed_mentions=NO_PINGS
+        )
 
     @app_commands.command(name="ban", description="Refuse prompts that contain a word or phrase (whole words, any case)")
     async def ban(self, interaction: discord.Interaction[ImagineBot], phrase: app_commands.Range[str, 1, 100]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         added = await self.bot.store.add_banned_word(interaction.guild_id, phrase)
         text = f"Prompts containing “{phrase.strip()}” are now refused." if added else f"“{phrase.strip()}” was already banned."
-        await interaction.followup.send(text, ephemeral=True)
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="unban", description="Allow a banned word or phrase again")
     async def unban(self, interaction: discord.Interaction[ImagineBot], phrase: app_commands.Range[str, 1, 100]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         removed = await self.bot.store.remove_banned_word(interaction.guild_id, phrase)
         text = f"“{phrase.strip()}” is allowed again." if removed else f"“{phrase.strip()}” wasn't banned."
-        await interaction.followup.send(text, ephemeral=True)
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
 _SOURCES = {"channel": "set for this channel", "server": "server default", "default": "built-in default"}

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.checks import is_moderator
 from bot.errors import UserError
+from bot.replies import NO_PINGS
 from bot.store import Job
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ async def cancel_job(interaction: discord.Interaction[ImagineBot], job_id: int |
         raise UserError("You can only cancel your own jobs.")
     if await bot.runner.cancel(job) is None:
         raise UserError(f"Job #{job.id} is already {job.status}, so there is nothing to cancel.")
-    await interaction.followup.send(f"Cancelled job #{job.id}.", ephemeral=True)
+    await interaction.followup.send(f"Cancelled job #{job.id}.", ephemeral=True, allowed_mentions=NO_PINGS)
 
 
 class Queue(commands.Cog):
@@ -54,10 +55,11 @@ class Queue(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         mine = await self.bot.store.user_jobs(interaction.user.id, interaction.guild_id)
         if not mine:
-            await interaction.followup.send("You have no queued or running jobs. Start one with /imagine.", ephemeral=True)
+            text = "You have no queued or running jobs. Start one with /imagine."
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
             return
         lines = [describe(job, position) for job, position in mine]
-        await interaction.followup.send("\n".join(["Your jobs:", *lines]), ephemeral=True)
+        await interaction.followup.send("\n".join(["Your jobs:", *lines]), ephemeral=True, allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="cancel", description="Cancel one of your jobs (your latest if you name none)")
     @app_commands.describe(job="The job number, as shown by /queue")

@@ -115,15 +115,3 @@ async def test_unknown_flag_and_out_of_range_steps_are_refused(discord, bot):
 
     steps = await discord.slash(discord.alice, "general", "imagine", prompt="a fox --steps 500")
     assert "from 1 to 150" in (await steps.wait_for(lambda m: m.ephemeral)).content
-
-
-async def test_buttons_of_a_grid_whose_images_were_cleaned_up_say_so(discord, bot):
-    """After the retention period, U1 on an old grid is refused privately with the reason; nothing is queued."""
-    grid = await make_grid(discord)
-    assert await bot.store.prune_images(0) == 1
-
-    click = await discord.click(discord.alice, grid, "U1")
-
-    refusal = await click.wait_for(lambda m: m.ephemeral)
-    assert "cleaned up" in refusal.content
-    assert await bot.store.unfinished_jobs() == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from bot.cogs.limits import LimitsCog
+from bot.store import LIMIT_RANGES
 from tests.bot.e2e import GRID_TIMEOUT, has_grid
 
 
@@ -79,3 +81,9 @@ async def test_limits_show_and_reset(discord, bot):
     await (await discord.slash(discord.mod, "art", "limits reset", setting="max_steps")).wait_for(lambda m: m.ephemeral)
     limits = await bot.store.limits_for(discord.guild.id, discord.channel("art").id)
     assert limits.max_steps == 20
+
+
+def test_the_limits_command_offers_exactly_the_ranges_the_store_accepts():
+    """Discord's number fields of /limits set stop where the store's checks do, so no value it offers is refused."""
+    offered = {p.name: (p.min_value, p.max_value) for p in LimitsCog.set_.parameters if p.name in LIMIT_RANGES}
+    assert offered == LIMIT_RANGES

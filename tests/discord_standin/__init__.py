@@ -2,7 +2,7 @@
 
 from .interactions import Ack, Interaction, StandinError
 from .model import Attachment, Channel, Member, Message, MessageVersion, Role, User
-from .server import DiscordStandin, RecordedRequest
+from .server import DiscordStandin, Ping, RecordedRequest
 
 __all__ = ["Ack", "Attachment", "Channel", "DiscordStandin", "Interaction", "Member", "Message", "MessageVersion",
-           "RecordedRequest", "Role", "StandinError", "User"]
+           "Ping", "RecordedRequest", "Role", "StandinError", "User"]

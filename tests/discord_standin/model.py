@@ -1,4 +1,4 @@
-"""The stand-in's world: users, roles, channels, one guild, messages and attachments, in Discord's payload shapes."""
+"""The stand-in's world: users, roles, channels, guilds, messages and attachments, in Discord's payload shapes."""
 
 from __future__ import annotations
 
@@ -101,6 +101,11 @@ class Role:
     permissions: int
     position: int = 0
     managed: bool = False
+    mentionable: bool = False  # anyone may ping it; otherwise only members with MENTION_EVERYONE
+
+    @property
+    def mention(self) -> str:
+        return f"<@&{self.id}>"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,7 +119,7 @@ class Role:
             "position": self.position,
             "permissions": str(self.permissions),
             "managed": self.managed,
-            "mentionable": False,
+            "mentionable": self.mentionable,
             "flags": 0,
         }
 
@@ -454,6 +459,7 @@ class Message(MessageVersion):
         self.history: list[MessageVersion] = []
         self.deleted = False
         self.interaction = interaction  # the stand-in Interaction this message answers, if any
+        self.pinged: frozenset[int] = frozenset()  # user ids notified when the message was created
 
     @property
     def edits(self) -> int:

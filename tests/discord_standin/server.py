@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from aiohttp import WSMsgType, web
 
 from .interactions import Ack, Interaction, StandinError, wait_condition
+from .mentions import Mentions, MentionsRefused, resolve as resolve_mentions
 from .model import (
     ADMINISTRATOR, ATTACH_FILES, DEFAULT_EVERYONE_PERMISSIONS, EMBED_LINKS, EPHEMERAL, LOADING,
     MODERATOR_PERMISSIONS, SEND_MESSAGES, USE_APPLICATION_COMMANDS, VIEW_CHANNEL,
@@ -31,6 +32,14 @@ GUILD_MESSAGES_INTENT = 1 << 9
 DIRECT_MESSAGES_INTENT = 1 << 12
 OPTION_TYPES = {1: "subcommand", 2: "subcommand group", 3: "string", 4: "integer", 5: "boolean", 6: "user",
                 7: "channel", 8: "role", 9: "mentionable", 10: "number", 11: "attachment"}
+
+
+@dataclass(frozen=True)
+class Ping:
+    """A notification Discord sent: `user` was pinged by `message` when it was created."""
+
+    message: Message
+    user: User
 
 
 @dataclass
@@ -123,7 +132,8 @@ class GatewayConnection:
 class DiscordStandin:
     """Discord, as far as a discord.py bot can tell. Use as `async with DiscordStandin() as discord:`."""
 
-    def __init__(self, *, token: str | None = None, upload_limit: int = 10 * 1024 * 1024) -> None:
+    def __init__(self, *, token: str | None = None, upload_limit: int = 10 * 1024 * 1024,
+                 port: int = 0) -> None:
         self.token = token or f"standin.{secrets.token_urlsafe(24)}"
         self.upload_limit = upload_limit  # bytes of files per request; more gets 413 / 40005
         self.response_deadline = 3.0  # seconds to the first interaction response; later gets 404 / 10062
@@ -139,6 +149,7 @@ class DiscordStandin:
         self.identifies = 0
         self.resumes = 0
         self.gateway_queries: list[dict[str, str]] = []  # the query string of each gateway connection
+        self.pings: list[Ping] = []  # every notification a created message sent, oldest first
 
         self._ids = Snowflakes()
         self._clock_offset = 0.0
@@ -153,7 +164,7 @@ class DiscordStandin:
         self._routes = self._build_routes()
         self._changed: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
-        self.port: int | None = None
+        self.port: int | None = port or None  # a fixed port (a bot may be started before the stand-in), or free
 
     # -- the world -------------------------------------------------------------------------------------------
 
@@ -165,31 +176,64 @@ class DiscordStandin:
         self.bob = User(new(), "bob", global_name="Bob")
         self.mod = User(new(), "mod", global_name="Mod")
         self.owner = User(new(), "owner", global_name="Owner")
+        self.carol = User(new(), "carol", global_name="Carol")
+        # Server A (`guild`): where the tests happen. Server B (`other_guild`): the bot is in it too, and so is
+        # alice; carol only there. Channel names are unique across servers so that tests can name them.
+        self.guilds: list[Guild] = [
+            self._new_guild("Imagine Test Server", self.owner, ["general", "art", "nsfw-art"],
+                            [(self.alice, []), (self.bob, []), (self.mod, ["Moderator"]), (self.owner, [])]),
+            self._new_guild("Another Server", self.carol, ["elsewhere"], [(self.carol, []), (self.alice, [])]),
+        ]
+        self._dm_channels: dict[int, Channel] = {}
+
+    def _new_guild(self, name: str, owner: User, channel_names: list[str],
+                   people: list[tuple[User, list[str]]]) -> Guild:
+        new = self._ids.next
         guild_id = new()
         everyone = Role(guild_id, "@everyone", DEFAULT_EVERYONE_PERMISSIONS)
         moderator = Role(new(), "Moderator", MODERATOR_PERMISSIONS, position=2)
         bot_role = Role(new(), "imagine-bot", VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES,
                         position=1, managed=True)
-        channels = [Channel(new(), name, guild_id, position=i, nsfw=(name == "nsfw-art"))
-                    for i, name in enumerate(["general", "art", "nsfw-art"])]
-        members = [Member(self.bot_user, [bot_role]), Member(self.alice, []), Member(self.bob, []),
-                   Member(self.mod, [moderator]), Member(self.owner, [])]
-        self.guild = Guild(guild_id, "Imagine Test Server", self.owner.id, [everyone, bot_role, moderator],
-                           channels, members)
-        self._dm_channels: dict[int, Channel] = {}
+        roles = [everyone, bot_role, moderator]
+        channels = [Channel(new(), channel, guild_id, position=i, nsfw=channel.startswith("nsfw"))
+                    for i, channel in enumerate(channel_names)]
+        members = [Member(self.bot_user, [bot_role])]
+        members += [Member(user, [r for r in roles if r.name in names]) for user, names in people]
+        return Guild(guild_id, name, owner.id, roles, channels, members)
+
+    @property
+    def guild(self) -> Guild:
+        """The first server, where tests happen unless they say otherwise."""
+        return self.guilds[0]
+
+    @property
+    def other_guild(self) -> Guild:
+        """A second server the bot is also in (channel `elsewhere`; members carol and alice)."""
+        return self.guilds[1]
+
+    def guild_by_id(self, guild_id: int | str | None) -> Guild | None:
+        return next((g for g in self.guilds if str(g.id) == str(guild_id)), None)
+
+    def guild_of(self, channel: Channel) -> Guild | None:
+        """The server a channel belongs to (None for a DM channel)."""
+        return self.guild_by_id(channel.guild_id) if channel.guild_id is not None else None
 
     @property
     def users(self) -> list[User]:
-        return [m.user for m in self.guild.members]
+        found: dict[int, User] = {}
+        for guild in self.guilds:
+            found.update((m.user.id, m.user) for m in guild.members)
+        return list(found.values())
 
     def channel(self, name_or_id: str | int | Channel) -> Channel:
-        """A text channel of the guild (`general`, `art`, `nsfw-art`) or a DM channel, by name or id."""
+        """A text channel of any server (`general`, `art`, `nsfw-art`, `elsewhere`) or a DM channel, by name or id."""
         if isinstance(name_or_id, Channel):
             return name_or_id
-        for channel in [*self.guild.channels, *self._dm_channels.values()]:
+        channels = [c for g in self.guilds for c in g.channels]
+        for channel in [*channels, *self._dm_channels.values()]:
             if channel.name == str(name_or_id).lstrip("#") or channel.id == name_or_id:
                 return channel
-        raise StandinError(f"no channel {name_or_id!r}; channels: {[c.name for c in self.guild.channels]}")
+        raise StandinError(f"no channel {name_or_id!r}; channels: {[c.name for c in channels]}")
 
     def user(self, name_or_id: str | int | User | Member) -> User:
         if isinstance(name_or_id, Member):
@@ -201,19 +245,29 @@ class DiscordStandin:
                 return user
         raise StandinError(f"no user {name_or_id!r}; users: {[u.name for u in self.users]}")
 
-    def member(self, user: str | int | User | Member) -> Member:
-        member = self.guild.member(self.user(user).id)
-        assert member is not None
+    def member(self, user: str | int | User | Member, guild: Guild | None = None) -> Member:
+        """The user as a member of `guild` (the first server unless named)."""
+        guild = guild or self.guild
+        member = guild.member(self.user(user).id)
+        if member is None:
+            raise StandinError(f"{self.user(user).name} is not a member of {guild.name!r}")
         return member
 
-    def add_member(self, name: str, *, roles: Iterable[str] = ()) -> User:
-        """Another user joins the guild (only the stand-in's record; no GUILD_MEMBER_ADD is sent)."""
+    def add_member(self, name: str, *, roles: Iterable[str] = (), guild: Guild | None = None) -> User:
+        """Another user joins a server (only the stand-in's record; no GUILD_MEMBER_ADD is sent)."""
+        guild = guild or self.guild
         user = User(self._ids.next(), name)
-        self.guild.members.append(Member(user, [self.guild.role(r) for r in roles]))
+        guild.members.append(Member(user, [guild.role(r) for r in roles]))
         return user
 
     def permissions(self, user: str | User | Member, channel: str | Channel | None = None) -> int:
-        return self.guild.permissions_for(self.member(user), self.channel(channel) if channel else None)
+        channel = self.channel(channel) if channel else None
+        guild = (self.guild_of(channel) if channel else None) or self.guild
+        return guild.permissions_for(self.member(user, guild), channel)
+
+    def pinged(self, message: Message | None = None) -> set[User]:
+        """Everyone a created message notified (all messages, or one): what tests of mentions assert on."""
+        return {p.user for p in self.pings if message is None or p.message is message}
 
     # -- clock -------------------------------------------------------------------------------------------------
 
@@ -248,7 +302,7 @@ class DiscordStandin:
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._api)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port or 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -370,7 +424,12 @@ class DiscordStandin:
         """A user posts a plain message in a channel."""
         user, channel = self.user(user), self.channel(channel)
         data = self._message_dict(channel, author=user, content=content)
+        guild = self.guild_of(channel)
+        mentions = resolve_mentions(content, None, guild=guild, known_users={u.id for u in self.users},
+                                    author_permissions=self.permissions(user, channel) if guild else 0)
+        self._set_mentions(data, mentions)
         message = Message(data, [])
+        message.pinged = mentions.pinged(guild, user.id)
         await self._store_new_message(message, channel)
         return message
 
@@ -381,14 +440,18 @@ class DiscordStandin:
         `command` may be a space-separated path into subcommands ("limits set"); options take Python values
         (users, channels and roles as the stand-in's objects, attachments as (filename, bytes)).
         """
-        member, channel = self.member(user), self.channel(channel)
+        channel = self.channel(channel)
+        guild = self.guild_of(channel)
+        if guild is None:
+            raise StandinError("slash commands in DMs are not supported by the stand-in")
+        member = self.member(user, guild)
         parts = command.lstrip("/").split()
-        definition, guild_scoped = await self._synced_command(parts[0])
+        definition, guild_scoped = await self._synced_command(parts[0], guild)
         self._check_can_use(member, channel, definition)
         resolved: dict[str, dict[str, Any]] = {}
         data: dict[str, Any] = {"id": definition["id"], "name": definition["name"], "type": 1}
         if guild_scoped:
-            data["guild_id"] = str(self.guild.id)
+            data["guild_id"] = str(guild.id)
         container, level = data, definition
         for i, part in enumerate(parts[1:], start=1):
             sub = next((o for o in level.get("options", []) if o["name"] == part and o["type"] in (1, 2)), None)
@@ -410,7 +473,8 @@ class DiscordStandin:
 
     async def click(self, user: str | User | Member, message: Message, button: str) -> Interaction:
         """A user clicks a button on a message, found by its label, emoji or custom_id."""
-        member = self.member(user)
+        channel = self.channel(message.channel_id)
+        member = self.member(user, self.guild_of(channel))
         candidates = message.buttons
         chosen = next((b for b in candidates if button in (b.get("label"), b.get("custom_id"),
                                                            (b.get("emoji") or {}).get("name"))), None)
@@ -421,15 +485,28 @@ class DiscordStandin:
             raise StandinError(f"button {button!r} on message {message.id} is disabled; a user cannot click it")
         if "custom_id" not in chosen:
             raise StandinError(f"button {button!r} is a link button (style {chosen.get('style')}); it opens a URL")
-        channel = self.channel(message.channel_id)
         data: dict[str, Any] = {"custom_id": chosen["custom_id"], "component_type": 2}
         if "id" in chosen:
             data["id"] = chosen["id"]
         return await self._dispatch_interaction(3, member, channel, data, source=message)
 
-    async def _synced_command(self, name: str, timeout: float = 5.0) -> tuple[dict[str, Any], bool]:
+    async def forge_click(self, user: str | User | Member, message: Message, custom_id: str) -> Interaction:
+        """A modified client sends a button click with a custom_id of its choosing, which the message needn't carry.
+
+        Official Discord clients cannot do this: they only send the custom_id of a button the message shows. Discord
+        itself does not check the custom_id, so a bot must not trust it: this is how a test plays that attacker.
+        The interaction's `message` is still the real clicked message, as Discord fills it in.
+        """
+        channel = self.channel(message.channel_id)
+        member = self.member(user, self.guild_of(channel))
+        if message.deleted or message.ephemeral:
+            raise StandinError(f"message {message.id} cannot be clicked (deleted or ephemeral)")
+        return await self._dispatch_interaction(3, member, channel, {"custom_id": custom_id, "component_type": 2},
+                                                source=message)
+
+    async def _synced_command(self, name: str, guild: Guild, timeout: float = 5.0) -> tuple[dict[str, Any], bool]:
         def lookup() -> tuple[dict[str, Any], bool] | None:
-            for cmd in self.guild_commands.get(self.guild.id, []):
+            for cmd in self.guild_commands.get(guild.id, []):
                 if cmd["name"] == name and cmd.get("type", 1) == 1:
                     return cmd, True
             for cmd in self.global_commands:
@@ -438,7 +515,7 @@ class DiscordStandin:
             return None
 
         def synced_names() -> list[str]:
-            return sorted({c["name"] for c in [*self.global_commands, *self.guild_commands.get(self.guild.id, [])]})
+            return sorted({c["name"] for c in [*self.global_commands, *self.guild_commands.get(guild.id, [])]})
 
         await self._wait(lambda: lookup() is not None, timeout,
                          lambda: f"/{name} is not synced (waited {timeout}s); synced commands: {synced_names()}")
@@ -447,7 +524,7 @@ class DiscordStandin:
         return found
 
     def _check_can_use(self, member: Member, channel: Channel, definition: dict[str, Any]) -> None:
-        perms = self.guild.permissions_for(member, channel)
+        perms = self.permissions(member, channel)
         if not perms & USE_APPLICATION_COMMANDS:
             raise StandinError(f"{member.name} may not use application commands in #{channel.name}")
         needed = definition.get("default_member_permissions")
@@ -479,6 +556,7 @@ class DiscordStandin:
     def _option_value(self, command: str, definition: dict[str, Any], value: Any,
                       resolved: dict[str, dict[str, Any]], channel: Channel, invoker: Member) -> Any:
         kind, name = definition["type"], definition["name"]
+        guild = self.guild_of(channel) or self.guild
         try:
             if kind == 3:
                 value = str(value)
@@ -494,14 +572,14 @@ class DiscordStandin:
             elif kind in (6, 9) and not isinstance(value, Role):
                 user = self.user(value)
                 resolved.setdefault("users", {})[str(user.id)] = user.to_dict()
-                member = self.guild.member(user.id)
+                member = guild.member(user.id)
                 if member is not None:
                     resolved.setdefault("members", {})[str(user.id)] = {
                         **member.to_dict(with_user=False),
-                        "permissions": str(self.guild.permissions_for(member, channel))}
+                        "permissions": str(guild.permissions_for(member, channel))}
                 return str(user.id)
             elif kind in (8, 9):
-                role = value if isinstance(value, Role) else self.guild.role(str(value))
+                role = value if isinstance(value, Role) else guild.role(str(value))
                 resolved.setdefault("roles", {})[str(role.id)] = role.to_dict()
                 return str(role.id)
             elif kind == 7:
@@ -509,7 +587,7 @@ class DiscordStandin:
                 resolved.setdefault("channels", {})[str(target.id)] = {
                     "id": str(target.id), "name": target.name, "type": target.type, "nsfw": target.nsfw,
                     "parent_id": None,
-                    "permissions": str(self.guild.permissions_for(invoker, target))}
+                    "permissions": str(guild.permissions_for(invoker, target))}
                 return str(target.id)
             elif kind == 11:
                 filename, blob = value
@@ -545,27 +623,29 @@ class DiscordStandin:
         assert conn is not None
         interaction_id = self._ids.next()
         token = f"aW50ZXJhY3Rpb246{interaction_id}:{secrets.token_urlsafe(48)}"
-        bot_member = self.guild.member(self.bot_user.id)
+        guild = self.guild_of(channel)
+        assert guild is not None
+        bot_member = guild.member(self.bot_user.id)
         assert bot_member is not None
-        member_perms = self.guild.permissions_for(member, channel)
+        member_perms = guild.permissions_for(member, channel)
         payload: dict[str, Any] = {
             "id": str(interaction_id),
             "application_id": str(self.application_id),
             "type": type,
             "data": data,
-            "guild_id": str(self.guild.id),
-            "guild": {"id": str(self.guild.id), "locale": "en-US", "features": []},
+            "guild_id": str(guild.id),
+            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
             "channel_id": str(channel.id),
             "channel": {**channel.to_dict(), "permissions": str(member_perms)},
             "member": {**member.to_dict(), "permissions": str(member_perms)},
             "token": token,
             "version": 1,
-            "app_permissions": str(self.guild.permissions_for(bot_member, channel)),
+            "app_permissions": str(guild.permissions_for(bot_member, channel)),
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
             "entitlement_sku_ids": [],
-            "authorizing_integration_owners": {"0": str(self.guild.id)},
+            "authorizing_integration_owners": {"0": str(guild.id)},
             "context": 0,
             "attachment_size_limit": self.upload_limit,
         }
@@ -617,9 +697,11 @@ class DiscordStandin:
                 await conn.dispatch("RESUMED", {"_trace": ["standin"]})
                 await self._notify()
         elif op == 8:
-            await conn.dispatch("GUILD_MEMBERS_CHUNK", {
-                "guild_id": str(self.guild.id), "members": [m.to_dict() for m in self.guild.members],
-                "chunk_index": 0, "chunk_count": 1, "not_found": [], "nonce": d.get("nonce")})
+            guild = self.guild_by_id(d.get("guild_id"))
+            if guild is not None and guild in self._guilds_for(conn):
+                await conn.dispatch("GUILD_MEMBERS_CHUNK", {
+                    "guild_id": str(guild.id), "members": [m.to_dict() for m in guild.members],
+                    "chunk_index": 0, "chunk_count": 1, "not_found": [], "nonce": d.get("nonce")})
         # op 3 (presence) and 4 (voice state) need no answer here.
 
     async def _identify(self, conn: GatewayConnection, d: dict[str, Any]) -> None:
@@ -632,7 +714,7 @@ class DiscordStandin:
         ready: dict[str, Any] = {
             "v": 10,
             "user": {**self.bot_user.to_dict(), "verified": True, "mfa_enabled": False, "email": None},
-            "guilds": [{"id": str(self.guild.id), "unavailable": True}],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in self._guilds_for(conn)],
             "session_id": conn.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -649,12 +731,18 @@ class DiscordStandin:
         if "shard" in d:
             ready["shard"] = d["shard"]
         await conn.dispatch("READY", ready)
-        guild = self.guild.to_gateway_dict()
-        if not conn.intents & GUILD_MEMBERS_INTENT:  # without the privileged intent Discord sends only the bot
-            guild["members"] = [m for m in guild["members"] if m["user"]["id"] == str(self.bot_user.id)]
-        await conn.dispatch("GUILD_CREATE", guild)
+        for guild in self._guilds_for(conn):
+            data = guild.to_gateway_dict()
+            if not conn.intents & GUILD_MEMBERS_INTENT:  # without the privileged intent Discord sends only the bot
+                data["members"] = [m for m in data["members"] if m["user"]["id"] == str(self.bot_user.id)]
+            await conn.dispatch("GUILD_CREATE", data)
         conn.identified = True
         await self._notify()
+
+    def _guilds_for(self, conn: GatewayConnection) -> list[Guild]:
+        """The servers a gateway connection hears about: all of them (one shard). With shards this becomes
+        Discord's ``(guild_id >> 22) % num_shards == shard_id``, and events go to the guild's own connection."""
+        return list(self.guilds)
 
     async def _broadcast(self, event: str, data: dict[str, Any], channel: Channel) -> None:
         conn = self._active_connection()
@@ -840,9 +928,10 @@ class DiscordStandin:
             raise DiscordError(403, "Missing Access", 50001)
         if guild_id is None:
             return self.global_commands
-        if guild_id != str(self.guild.id):
+        guild = self.guild_by_id(guild_id)
+        if guild is None:
             raise DiscordError(403, "Missing Access", 50001)
-        return self.guild_commands.setdefault(self.guild.id, [])
+        return self.guild_commands.setdefault(guild.id, [])
 
     def _stored_command(self, payload: dict[str, Any], guild_id: str | None,
                         previous: list[dict[str, Any]]) -> dict[str, Any]:
@@ -921,45 +1010,45 @@ class DiscordStandin:
     # -- REST: channels, guild ---------------------------------------------------------------------------------
 
     def _channel_by_id(self, channel_id: str) -> Channel:
-        for channel in [*self.guild.channels, *self._dm_channels.values()]:
+        for channel in [*(c for g in self.guilds for c in g.channels), *self._dm_channels.values()]:
             if str(channel.id) == channel_id:
                 return channel
         raise DiscordError(404, "Unknown Channel", 10003)
 
     def _check_bot_permission(self, channel: Channel, needed: int) -> None:
-        if channel.type == 1:
+        guild = self.guild_of(channel)
+        if guild is None:
             return
-        bot_member = self.guild.member(self.bot_user.id)
+        bot_member = guild.member(self.bot_user.id)
         assert bot_member is not None
-        if ~self.guild.permissions_for(bot_member, channel) & needed:
+        if ~guild.permissions_for(bot_member, channel) & needed:
             raise DiscordError(403, "Missing Permissions", 50013)
 
     async def _get_channel(self, channel_id: str, **_: Any) -> dict[str, Any]:
         return self._channel_by_id(channel_id).to_dict()
 
     async def _get_guild(self, guild_id: str, **_: Any) -> dict[str, Any]:
-        self._check_guild(guild_id)
-        return {**self.guild.to_dict(), "approximate_member_count": len(self.guild.members)}
+        guild = self._check_guild(guild_id)
+        return {**guild.to_dict(), "approximate_member_count": len(guild.members)}
 
-    def _check_guild(self, guild_id: str) -> None:
-        if guild_id != str(self.guild.id):
+    def _check_guild(self, guild_id: str) -> Guild:
+        guild = self.guild_by_id(guild_id)
+        if guild is None:
             raise DiscordError(404, "Unknown Guild", 10004)
+        return guild
 
     async def _get_guild_channels(self, guild_id: str, **_: Any) -> list[Any]:
-        self._check_guild(guild_id)
-        return [c.to_dict() for c in self.guild.channels]
+        return [c.to_dict() for c in self._check_guild(guild_id).channels]
 
     async def _get_roles(self, guild_id: str, **_: Any) -> list[Any]:
-        self._check_guild(guild_id)
-        return [r.to_dict() for r in self.guild.roles]
+        return [r.to_dict() for r in self._check_guild(guild_id).roles]
 
     async def _list_members(self, guild_id: str, **_: Any) -> list[Any]:
-        self._check_guild(guild_id)
-        return [m.to_dict() for m in self.guild.members]
+        return [m.to_dict() for m in self._check_guild(guild_id).members]
 
     async def _get_member(self, guild_id: str, user_id: str, **_: Any) -> dict[str, Any]:
-        self._check_guild(guild_id)
-        member = next((m for m in self.guild.members if str(m.user.id) == user_id), None)
+        guild = self._check_guild(guild_id)
+        member = next((m for m in guild.members if str(m.user.id) == user_id), None)
         if member is None:
             raise DiscordError(404, "Unknown Member", 10007)
         return member.to_dict()
@@ -1209,6 +1298,8 @@ class DiscordStandin:
             data["nonce"] = payload["nonce"]
         if reference:
             data["message_reference"] = {"type": 0, "channel_id": str(channel.id), **reference}
+        mentions = self._resolve_mentions(channel, payload, data["content"])
+        self._set_mentions(data, mentions)
         attachments = self._attachments(channel, payload, files, None)
         data["attachments"] = [a.to_dict() for a in attachments]
         if interaction is not None:
@@ -1218,7 +1309,7 @@ class DiscordStandin:
                 data["type"] = 20  # CHAT_INPUT_COMMAND
             metadata: dict[str, Any] = {
                 "id": str(interaction.id), "type": interaction.type, "user": interaction.user.to_dict(),
-                "authorizing_integration_owners": {"0": str(self.guild.id)},
+                "authorizing_integration_owners": {"0": str(channel.guild_id or self.guild.id)},
             }
             if interaction.type == 2:
                 metadata["name"] = self._command_path(interaction.data)
@@ -1231,18 +1322,52 @@ class DiscordStandin:
             if followup and interaction.original is not None:
                 metadata["original_response_message_id"] = str(interaction.original.id)
             data["interaction_metadata"] = metadata
-        return Message(data, attachments, interaction=interaction)
+        message = Message(data, attachments, interaction=interaction)
+        message.pinged = mentions.pinged(self.guild_of(channel), author.id)
+        return message
 
     async def _store_new_message(self, message: Message, channel: Channel) -> None:
         self._messages[message.id] = message
         channel.last_message_id = message.id
+        if not message.ephemeral and not message.loading:
+            self._record_pings(message)
         await self._notify()
         if not message.ephemeral and not message.loading:
             await self._broadcast("MESSAGE_CREATE", self._gateway_message_dict(message), channel)
 
+    def _resolve_mentions(self, channel: Channel, payload: dict[str, Any], content: str) -> Mentions:
+        """Who the content mentions under the request's `allowed_mentions` (see mentions.py for Discord's rules)."""
+        guild = self.guild_of(channel)
+        permissions = 0
+        if guild is not None:
+            bot_member = guild.member(self.bot_user.id)
+            assert bot_member is not None
+            permissions = guild.permissions_for(bot_member, channel)
+        reference = payload.get("message_reference") or {}
+        replied = self._messages.get(int(reference["message_id"])) \
+            if str(reference.get("message_id", "")).isdigit() else None
+        try:
+            return resolve_mentions(content, payload.get("allowed_mentions"), guild=guild,
+                                    author_permissions=permissions,
+                                    replied_to=replied.author_id if replied is not None else None,
+                                    known_users={u.id for u in self.users})
+        except MentionsRefused as refused:
+            raise invalid_form(refused.field, refused.message, refused.code) from None
+
+    def _set_mentions(self, data: dict[str, Any], mentions: Mentions) -> None:
+        users = {u.id: u for u in self.users}
+        data["mentions"] = [users[u].to_dict() for u in mentions.users if u in users]
+        data["mention_roles"] = [str(r) for r in mentions.roles]
+        data["mention_everyone"] = mentions.everyone
+
+    def _record_pings(self, message: Message) -> None:
+        users = {u.id: u for u in self.users}
+        self.pings += [Ping(message, users[u]) for u in sorted(message.pinged) if u in users]
+
     def _gateway_message_dict(self, message: Message) -> dict[str, Any]:
         data = copy.deepcopy(message.data)
-        member = self.guild.member(message.author_id)
+        guild = self.guild_of(self._channel_by_id(str(message.channel_id)))
+        member = guild.member(message.author_id) if guild is not None else None
         if "guild_id" in data and member is not None and "webhook_id" not in data:
             data["member"] = member.to_dict(with_user=False)
         return data
@@ -1259,12 +1384,20 @@ class DiscordStandin:
         if "flags" in payload and payload["flags"] is not None:
             data["flags"] = (data["flags"] & (EPHEMERAL | LOADING)) | (int(payload["flags"]) & (4 | (1 << 15)))
         data["flags"] &= ~LOADING
+        mentions = None
+        if "content" in payload or "allowed_mentions" in payload:  # Discord parses the content again on edit
+            mentions = self._resolve_mentions(channel, payload, data["content"])
+            self._set_mentions(data, mentions)
         attachments = self._attachments(channel, payload, files, message.attachments if not new_files_only else [])
         self._validate({**data, "flags": data["flags"]}, bool(attachments))
         data["attachments"] = [a.to_dict() for a in attachments]
         if not was_loading:
             data["edited_timestamp"] = iso_now()
         message._replace(data, attachments)
+        if was_loading:  # filling a deferred response creates the message: this is when its mentions notify
+            message.pinged = mentions.pinged(self.guild_of(channel), message.author_id) if mentions else frozenset()
+            if not message.ephemeral:
+                self._record_pings(message)
         await self._notify()
         if not message.ephemeral:
             event = "MESSAGE_CREATE" if was_loading else "MESSAGE_UPDATE"

@@ -340,3 +340,100 @@ async def test_a_wrong_token_cannot_log_in(discord):
     with pytest.raises(dpy.LoginFailure):
         await stranger.login("not-the-token")
     await stranger.close()
+
+
+async def test_allowed_mentions_decide_who_a_channel_message_pings(discord, bot):
+    """Content mentions ping per `allowed_mentions` as Discord documents; embeds never ping; bad combos get 400."""
+    channel = bot.get_channel(discord.channel("general").id)
+    moderator = discord.guild.role("Moderator")
+    text = f"@everyone hi {discord.alice.mention} <@!{discord.bob.id}> {moderator.mention}"
+    sent = []
+
+    async def send(**kwargs) -> dpy.Message:
+        message = await channel.send(**kwargs)
+        sent.append(discord.message(message.id))
+        return message
+
+    await send(content=text)  # no allowed_mentions: Discord parses everything
+    await send(content=text, allowed_mentions=dpy.AllowedMentions.none())
+    await send(content=text, allowed_mentions=dpy.AllowedMentions(
+        everyone=False, roles=False, users=[dpy.Object(discord.bob.id), dpy.Object(discord.carol.id)]))
+    await send(content=text, allowed_mentions=dpy.AllowedMentions(everyone=False, users=False,
+                                                                  roles=[dpy.Object(moderator.id)]))
+    await send(embed=dpy.Embed(description=text))
+
+    everyone, nobody, only_bob, moderators, embed = sent
+    assert discord.pinged(everyone) == {discord.alice, discord.bob, discord.mod, discord.owner}
+    assert everyone.data["mention_everyone"] and everyone.data["mention_roles"] == [str(moderator.id)]
+    assert discord.pinged(nobody) == set() and nobody.content == text
+    assert (nobody.data["mentions"], nobody.data["mention_roles"], nobody.data["mention_everyone"]) == ([], [], False)
+    assert discord.pinged(only_bob) == {discord.bob}  # carol is listed but not in the content
+    assert [u["id"] for u in only_bob.data["mentions"]] == [str(discord.bob.id)]
+    assert discord.pinged(moderators) == {discord.mod}
+    assert discord.pinged(embed) == set()
+
+    with pytest.raises(dpy.HTTPException) as refused:
+        await bot.http.request(dpy.http.Route("POST", "/channels/{channel_id}/messages", channel_id=channel.id),
+                               json={"content": text, "allowed_mentions": {"parse": ["users"],
+                                                                           "users": [str(discord.bob.id)]}})
+    assert (refused.value.status, refused.value.code) == (400, 50035)
+    assert "mutually exclusive" in str(refused.value)
+
+
+async def test_a_deferred_response_pings_when_its_followup_fills_it_and_edits_never_ping(discord, bot):
+    """Filling a 'thinking' message is its creation (it pings); editing it later pings no one; a new follow-up does."""
+
+    async def defer_fill_edit_follow(interaction: dpy.Interaction) -> None:
+        await interaction.response.defer(thinking=True)
+        await interaction.followup.send(f"done, {discord.alice.mention}")
+        await interaction.edit_original_response(content=f"done, {discord.bob.mention}")
+        await interaction.followup.send(f"and {discord.mod.mention}")
+
+    bot.on_imagine = defer_fill_edit_follow
+    i = await discord.slash(discord.alice, "general", "imagine", prompt="a fox")
+    second = await i.wait_for(lambda m: m.content.startswith("and"))
+
+    original = await i.response_message()
+    assert original.content == f"done, {discord.bob.mention}"
+    assert [u["id"] for u in original.data["mentions"]] == [str(discord.bob.id)]  # parsed again on edit ...
+    assert discord.pinged(original) == {discord.alice}  # ... but only the creation notified
+    assert discord.pinged(second) == {discord.mod}
+    assert [(p.message, p.user) for p in discord.pings] == [(original, discord.alice), (second, discord.mod)]
+
+
+async def test_the_bot_is_in_a_second_server_with_its_own_channels_and_members(discord, bot):
+    """READY lists both servers and each gets GUILD_CREATE; carol's command in server B arrives from server B."""
+    other = discord.other_guild
+    assert {g.id for g in bot.guilds} == {discord.guild.id, other.id}
+    assert [c.name for c in bot.get_guild(other.id).text_channels] == ["elsewhere"]
+    seen = []
+
+    async def where(interaction: dpy.Interaction) -> None:
+        seen.append((interaction.guild_id, interaction.user.name))
+        await interaction.response.send_message(f"hello from {interaction.guild.name}")
+
+    bot.on_imagine = where
+    reply = await (await discord.slash(discord.carol, "elsewhere", "imagine", prompt="x")).response_message()
+    assert seen == [(other.id, "carol")] and reply.content == "hello from Another Server"
+    assert discord.channel("elsewhere").guild_id == other.id
+    with pytest.raises(StandinError, match="not a member"):
+        await discord.slash(discord.carol, "general", "imagine", prompt="x")
+    assert discord.permissions(discord.alice, "elsewhere") == discord.permissions(discord.alice, "general")
+
+
+async def test_a_forged_click_sends_a_custom_id_the_message_does_not_carry(discord, bot):
+    """forge_click delivers the chosen custom_id with the real message; discord.py's DynamicItem ignores it."""
+
+    async def post_with_button(interaction: dpy.Interaction) -> None:
+        await interaction.response.send_message("a fox", view=ui.View(timeout=None).add_item(Reroll(7)))
+
+    bot.on_imagine = post_with_button
+    result = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox")).response_message()
+
+    forged = await discord.forge_click(discord.bob, result, "tiny:reroll:8")
+    real = await discord.click(discord.bob, result, "🔄")
+
+    await real.wait_for(lambda m: m.content.startswith("rerolling"))
+    assert forged.payload["data"]["custom_id"] == "tiny:reroll:8"
+    assert forged.payload["message"]["id"] == str(result.id)
+    assert bot.clicks == [("bob", 7)] and forged.ack is None
