@@ -374,6 +374,21 @@ async def test_claim_batch_takes_the_head_and_the_companions_its_plan_picks_in_o
     assert [job.id for job in await store.claim_batch(lambda queue: [], window=5, now=T0 + 2)] == [e.id]
 
 
+async def test_every_job_of_a_claimed_batch_counts_an_attempt_and_two_crashes_fail_them_all(tmp_path):
+    """Companions claimed with the head count their attempts too: a batch two restarts cut short fails as a whole."""
+    path = tmp_path / "imagine.db"
+    async with await Store.open(path) as store:
+        head, companion = await queue(store, 1, now=T0), await queue(store, 2, now=T0 + 1)
+        claimed = await store.claim_batch(lambda waiting: [companion.id], window=2, now=T0 + 2)
+        assert [(job.id, job.attempts) for job in claimed] == [(head.id, 1), (companion.id, 1)]
+    async with await Store.open(path) as store:
+        assert [job.id for job in (await store.recover(now=T0 + 3)).queued] == [head.id, companion.id]
+        await store.claim_batch(lambda waiting: [companion.id], window=2, now=T0 + 4)
+    async with await Store.open(path) as store:
+        recovered = await store.recover(now=T0 + 5)
+        assert (recovered.queued, {job.id for job in recovered.failed}) == ([], {head.id, companion.id})
+
+
 @pytest.mark.parametrize("seed", range(5))
 async def test_queue_position_always_agrees_with_claim_order(store, seed):
     """Under random arrivals, claims, cancels and a restart, claim_next always takes the job at position 1."""
