@@ -4,8 +4,12 @@
 #   bash benchmarks/gpu_check.sh                      # the tiny model (written to a temp dir), no download
 #   IMAGINE_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 bash benchmarks/gpu_check.sh
 #
-# Prints the device name, the load time, one real job's timings (imagine, variation, upscale) and the
-# engine-overhead benchmark (engine/raw ratio, event-loop lag). Run from the repository root.
+# Prints the device name, the load time, one real job's timings (imagine, variation, upscale), the
+# engine-overhead benchmark (engine/raw ratio, event-loop lag), and the fast path (benchmarks/fastpath.py): a grid
+# of 4 at 512x512 and 25 steps eager vs IMAGINE_COMPILE (and with channels_last), peak GPU memory, and the grid time
+# over the FLOP bound (UNet FLOPs / measured matmul peak; goal on an H100/H200: <= 3). Those figures mean something
+# with an SD 1.5-class IMAGINE_MODEL; with the tiny model they only show that the script runs.
+# Run from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
@@ -68,3 +72,12 @@ asyncio.run(main())
 EOF
 
 "$PYTHON" benchmarks/engine_overhead.py --model "$IMAGINE_MODEL" --device "$GPU_CHECK_DEVICE" "${SIZE_ARGS[@]}" --rounds "${ROUNDS:-5}"
+
+# The fast path: eager vs compiled grid time at 512x512, 25 steps; peak memory; measured / FLOP bound.
+# (On CPU a smoke test only: a small grid, few steps, one round, so it ends in minutes.)
+if [[ "$GPU_CHECK_DEVICE" == cpu ]]; then
+    FASTPATH_ARGS=(--size 128 --steps 4 --rounds 1)
+else
+    FASTPATH_ARGS=(--size 512 --steps 25 --rounds "${ROUNDS:-5}")
+fi
+"$PYTHON" benchmarks/fastpath.py --model "$IMAGINE_MODEL" --device "$GPU_CHECK_DEVICE" "${FASTPATH_ARGS[@]}"

@@ -16,7 +16,7 @@ How compiling works here, and why:
   logged with its time; the first member pays nothing.
 - The batch dimension is marked dynamic while warming up, so one compiled UNet serves all batch sizes of an aspect
   (torch splits it at a few sizes where its kernels change, e.g. 16 and 64 images), instead of one static compile
-  per (aspect, batch): 11 compiles rather than 44 for 4 jobs per call, at ~1 minute each for an SD UNet. Height and
+  per (aspect, batch): 11 compiles rather than 44 for 4 jobs per call, each a long one for an SD UNet. Height and
   width stay static: kernels made for one size are the fast ones, and the menu is what keeps their number bounded.
 - On the menu shapes the VAE decoder decodes one image at a time (it treats every image on its own anyway), so one
   static decoder graph per aspect serves any batch; VAE slicing does the same.

@@ -1,4 +1,4 @@
-"""The opt-in fast path on the tiny model, on CPU: torch.compile with a shape menu, a preview model, a replacement VAE."""
+"""The opt-in fast path on the tiny model on CPU: torch.compile with a shape menu, preview model, replacement VAE."""
 
 from __future__ import annotations
 
@@ -64,3 +64,49 @@ async def test_compile_with_a_tiny_menu_works_on_cpu(tiny_model, engine, caplog)
 
 def size_of(png: bytes) -> tuple[int, int]:
     return Image.open(io.BytesIO(png)).size
+
+
+async def test_previews_come_from_the_preview_model(tiny_model, tmp_path, caplog):
+    """With IMAGINE_PREVIEW_MODEL set to a tiny autoencoder that paints everything red, every preview is a red
+    256 px grid, the start-up log names it, and the job still finishes with images from the model's own VAE."""
+    caplog.set_level(logging.INFO, logger="engine")
+    taesd = write_tiny_preview_model(tmp_path / "taesd", colour=(255, 0, 0))
+    engine = Engine(EngineSettings(model=str(tiny_model), device="cpu", preview_every=1, preview_model=str(taesd)))
+    await engine.start()
+    try:
+        seen: list[Progress] = []
+        result = await engine.submit("job", imagine(), seen.append)
+    finally:
+        await engine.stop()
+    assert f"previews: {taesd}" in caplog.text
+    previews = [rgb(p.preview) for p in seen if p.preview is not None]
+    assert len(previews) == 2 and {p.size for p in previews} == {(256, 256)}
+    for preview in previews:
+        red, green, blue = ImageStat.Stat(preview).mean
+        assert red > 245 and green < 10 and blue < 10
+    assert len(result.images) == 4
+    red, green, blue = ImageStat.Stat(rgb(result.grid)).mean
+    assert not (red > 245 and green < 10 and blue < 10)
+
+
+async def test_vae_model_replaces_the_models_vae(tiny_model, tmp_path, engine):
+    """With IMAGINE_VAE_MODEL set, images are decoded by that VAE: the same seed gives other pixels than the
+    model's own VAE, and the same ones again on the next run."""
+    vae = write_tiny_vae(tmp_path / "vae")
+    replaced = Engine(EngineSettings(model=str(tiny_model), device="cpu", vae_model=str(vae)))
+    await replaced.start()
+    try:
+        first, again = await replaced.submit("a", imagine()), await replaced.submit("b", imagine())
+    finally:
+        await replaced.stop()
+    own = await engine.submit("own", imagine())
+    assert max_pixel_difference(first.grid, again.grid) == 0
+    assert max_pixel_difference(first.grid, own.grid) > 10
+
+
+@pytest.mark.parametrize("setting", ["preview_model", "vae_model"])
+async def test_missing_fast_path_model_fails_start_with_a_readable_message(tiny_model, tmp_path, setting):
+    """A preview model or replacement VAE that is not there stops start() with a sentence naming the setting."""
+    engine = Engine(EngineSettings(model=str(tiny_model), device="cpu", **{setting: str(tmp_path / "missing")}))
+    with pytest.raises(RuntimeError, match=f"could not load IMAGINE_{setting.upper()}=.*a local folder of"):
+        await engine.start()
