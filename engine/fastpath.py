@@ -19,7 +19,7 @@ How compiling works here, and why:
   per (aspect, batch): 11 compiles rather than 44 for 4 jobs per call, each a long one for an SD UNet. Height and
   width stay static: kernels made for one size are the fast ones, and the menu is what keeps their number bounded.
 - On the menu shapes the VAE decoder decodes one image at a time (it treats every image on its own anyway), so one
-  static decoder graph per aspect serves any batch; VAE slicing does the same.
+  static decoder graph per aspect serves any batch (VAE slicing, on for batches, decodes that way too).
 - After warm-up, a call off the menu (an upscale, a free-form --ar) runs the original forward: nothing compiles
   while members wait. A call on the menu runs the compiled code under `set_stance("fail_on_recompile")`; should torch
   still want to compile (a batch of 1, a guard nobody foresaw), that call runs uncompiled, and so does that shape
@@ -42,7 +42,7 @@ from engine.settings import EngineSettings
 log = logging.getLogger(__name__)
 
 GRID_IMAGES = 4  # images per job: a 2x2 grid
-WARM_UP_STEPS = 2  # enough for every UNet and VAE call a job makes (two-step schedulers call the UNet twice)
+WARM_UP_STEPS = 2  # denoising steps per warm-up call (then a decode): every kind of call a job makes
 RECOMPILE_PREFIX = "Detected recompile"  # how torch's set_stance("fail_on_recompile") error begins
 
 
@@ -67,7 +67,11 @@ class CompiledForward:
         self._reported: set[tuple[int, int]] = set()
         module.forward = self
 
-    def __call__(self, sample: torch.Tensor, *args, **kwargs):
+    def __call__(self, *args, **kwargs):
+        if not args or not isinstance(args[0], torch.Tensor) or args[0].ndim != 4:
+            self.calls["eager"] += 1  # not the (batch, channels, height, width) latents every diffusers pipeline passes
+            return self.eager(*args, **kwargs)
+        sample, args = args[0], args[1:]
         height, width = sample.shape[-2:]
         if self.warming:
             self.menu.add((height, width))

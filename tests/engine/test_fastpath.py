@@ -14,8 +14,9 @@ from engine.tiny import write_tiny_preview_model, write_tiny_vae
 SIZE = 64  # the tiny model's native size: the one size on a "1:1" menu
 
 
-def imagine(width=SIZE, height=SIZE, seeds=(1, 2, 3, 4), steps=3) -> Request:
-    return Request("imagine", "a red fox in snow", width=width, height=height, steps=steps, seeds=seeds)
+def imagine(width=SIZE, height=SIZE, seeds=(1, 2, 3, 4), steps=3, guidance=7.0) -> Request:
+    return Request("imagine", "a red fox in snow", width=width, height=height, steps=steps, seeds=seeds,
+                   guidance=guidance)
 
 
 def rgb(png: bytes) -> Image.Image:
@@ -27,20 +28,19 @@ def max_pixel_difference(first: bytes, second: bytes) -> int:
 
 
 async def test_compile_with_a_tiny_menu_works_on_cpu(tiny_model, engine, caplog):
-    """With IMAGINE_COMPILE and a one-shape menu, start-up compiles and logs it; a job on the menu (imagine and
-    variation) runs compiled with the eager engine's pixels (within 2/255); one off the menu runs uncompiled, and
-    nothing compiles after start-up."""
+    """A one-shape compile menu: its jobs run compiled with eager's pixels, others uncompiled, nothing recompiles."""
     import torch._dynamo.utils
 
     caplog.set_level(logging.INFO, logger="engine")
     compiled = Engine(EngineSettings(model=str(tiny_model), device="cpu", preview_every=2, compile=True,
-                                     compile_aspects="1:1"))
+                                     compile_aspects="1:1", channels_last=True))
     await compiled.start()
     try:
         fast = compiled._runner.fastpath
         graphs_after_start = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         assert "compiled unet and vae decoder for 1 size(s) at 1 job(s) per call in" in caplog.text
         assert "fast path: compile on (unet and vae decoder; 64x64 at 1 job(s) per call, warmed up in" in caplog.text
+        assert "channels_last on" in caplog.text
 
         result = await compiled.submit("on-menu", imagine())
         assert fast.unet.calls == {"compiled": 3} and fast.decoder.calls == {"compiled": 1}
@@ -57,6 +57,10 @@ async def test_compile_with_a_tiny_menu_works_on_cpu(tiny_model, engine, caplog)
         assert size_of(off_menu.grid) == (192, 128)
         assert fast.unet.calls == {"compiled": 5, "eager": 3} and fast.decoder.calls["eager"] == 1
         assert "unet: 96x64 is not on the compile menu (IMAGINE_COMPILE_ASPECTS); it runs uncompiled" in caplog.text
+
+        single = await compiled.submit("one image, no guidance", imagine(seeds=(1,), guidance=0.0))
+        assert len(single.images) == 1 and fast.unet.calls == {"compiled": 5, "eager": 6}
+        assert "unet: 64x64 at batch 1 is not covered by the warmed-up code; it runs uncompiled" in caplog.text
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs_after_start
     finally:
         await compiled.stop()
@@ -67,8 +71,7 @@ def size_of(png: bytes) -> tuple[int, int]:
 
 
 async def test_previews_come_from_the_preview_model(tiny_model, tmp_path, caplog):
-    """With IMAGINE_PREVIEW_MODEL set to a tiny autoencoder that paints everything red, every preview is a red
-    256 px grid, the start-up log names it, and the job still finishes with images from the model's own VAE."""
+    """With IMAGINE_PREVIEW_MODEL, previews are that autoencoder's (all red here), and the job still finishes."""
     caplog.set_level(logging.INFO, logger="engine")
     taesd = write_tiny_preview_model(tmp_path / "taesd", colour=(255, 0, 0))
     engine = Engine(EngineSettings(model=str(tiny_model), device="cpu", preview_every=1, preview_model=str(taesd)))
@@ -90,8 +93,7 @@ async def test_previews_come_from_the_preview_model(tiny_model, tmp_path, caplog
 
 
 async def test_vae_model_replaces_the_models_vae(tiny_model, tmp_path, engine):
-    """With IMAGINE_VAE_MODEL set, images are decoded by that VAE: the same seed gives other pixels than the
-    model's own VAE, and the same ones again on the next run."""
+    """With IMAGINE_VAE_MODEL, that VAE decodes the images: other pixels than the model's own VAE, the same each run."""
     vae = write_tiny_vae(tmp_path / "vae")
     replaced = Engine(EngineSettings(model=str(tiny_model), device="cpu", vae_model=str(vae)))
     await replaced.start()
