@@ -5,8 +5,12 @@
 #   IMAGINE_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 bash benchmarks/gpu_check.sh
 #
 # Prints the device name, the load time, one real job's timings (imagine, variation, upscale), the
-# engine-overhead benchmark (engine/raw ratio, event-loop lag) and cross-user batching (images/s and peak memory
-# at 1, 2 and 4 jobs per call). Run from the repository root.
+# engine-overhead benchmark (engine/raw ratio, event-loop lag), cross-user batching (images/s and peak
+# memory at 1, 2 and 4 jobs per call), and the fast path (benchmarks/fastpath.py): a grid of 4 at 512x512
+# and 25 steps eager vs IMAGINE_COMPILE (and with channels_last), peak GPU memory, and the grid time over
+# the FLOP bound (UNet FLOPs / measured matmul peak; goal on an H100/H200: <= 3). Those figures mean
+# something with an SD 1.5-class IMAGINE_MODEL; with the tiny model they only show that the script runs.
+# Run from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
@@ -74,3 +78,12 @@ EOF
 echo "batching: images/s at 1, 2 and 4 jobs per call"
 "$PYTHON" benchmarks/batching.py --model "$IMAGINE_MODEL" --device "$GPU_CHECK_DEVICE" "${SIZE_ARGS[@]}" \
     --steps 25 --jobs 8 --batches 2,4 --rounds "${ROUNDS:-3}"
+
+# The fast path: eager vs compiled grid time at 512x512, 25 steps; peak memory; measured / FLOP bound.
+# (On CPU a smoke test only: a small grid, few steps, one round, so it ends in minutes.)
+if [[ "$GPU_CHECK_DEVICE" == cpu ]]; then
+    FASTPATH_ARGS=(--size 128 --steps 4 --rounds 1)
+else
+    FASTPATH_ARGS=(--size 512 --steps 25 --rounds "${ROUNDS:-5}")
+fi
+"$PYTHON" benchmarks/fastpath.py --model "$IMAGINE_MODEL" --device "$GPU_CHECK_DEVICE" "${FASTPATH_ARGS[@]}"

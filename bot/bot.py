@@ -78,9 +78,10 @@ class ImagineBot(commands.Bot):
         if self._announced:
             return
         self._announced = True
-        log.info("imagine-bot ready: model %s on %s (%s), %d server(s), %d job(s) recovered",
-                 self.engine.defaults.model, self.engine.device, self.engine.dtype, len(self.guilds),
-                 self.runner.recovered)
+        fast_path = self.engine.fast_path
+        log.info("imagine-bot ready: model %s on %s (%s), up to %d job(s) per call%s, %d server(s), %d job(s) recovered",
+                 self.engine.defaults.model, self.engine.device, self.engine.dtype, self.engine.max_batch,
+                 f", fast path: {fast_path}" if fast_path else "", len(self.guilds), self.runner.recovered)
 
     async def sync_commands(self) -> None:
         """Sync slash commands when they changed since the last sync (Discord rate-limits syncing).

@@ -14,9 +14,8 @@ import unicodedata
 from dataclasses import asdict, dataclass
 
 from bot.errors import UserError, quoted
-from engine.jobs import ModelDefaults, size_for_aspect
+from engine.jobs import ASPECT_CHOICES, ModelDefaults, size_for_aspect
 
-ASPECT_CHOICES = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "9:21", "21:9")
 MAX_ASPECT = 3.0  # widest (or tallest) ratio allowed for a free-form --ar
 MAX_PROMPT = 1000
 MAX_NEGATIVE = 1000

@@ -178,6 +178,17 @@ class Engine:
         return self._runner.max_batch
 
     @property
+    def fast_path(self) -> str | None:
+        """What the opt-in fast-path settings did (compile and its warm-up, channels_last, VAE, previews), in one
+        phrase for the start-up line; None when none of them is on. Valid after start()."""
+        if self._runner is None:
+            raise RuntimeError("Engine.fast_path is known after `await engine.start()`")
+        s = self.settings
+        if not (s.compile or s.channels_last or s.vae_model or s.preview_model):
+            return None
+        return f"{self._runner.fastpath.describe()}, previews: {self._runner.previewer.name}"
+
+    @property
     def queued(self) -> int:
         """Jobs waiting, not counting the running ones."""
         return sum(1 for job in self._jobs.values() if job not in self._running)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 KINDS = ("imagine", "reroll", "variation", "upscale")
+# The aspect ratios the bot offers; the engine warms these up when IMAGINE_COMPILE is on.
+ASPECT_CHOICES = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "9:21", "21:9")
 MAX_SEED = 2**63 - 1  # fits a signed SQLite INTEGER
 
 

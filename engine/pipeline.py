@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
-import io
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from transformers.utils import logging as transformers_logging
 
+from engine import fastpath, preview
 from engine import images as imgs
 from engine.batching import ALONE_SCHEDULERS, batch_key
 from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Request, Result
@@ -35,15 +35,6 @@ log = logging.getLogger(__name__)
 Report = Callable[[int, int, "bytes | None"], None]
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-# Latent (4 channels) -> RGB linear approximations, as used for live previews by ComfyUI and A1111.
-_LATENT_RGB_SD = torch.tensor(
-    [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]]
-)
-_LATENT_RGB_SDXL = torch.tensor(
-    [[0.3920, 0.4054, 0.4549], [-0.2634, -0.0196, 0.0653], [0.0568, 0.1687, -0.0755], [-0.3112, -0.2359, -0.2076]]
-)
-PREVIEW_SIDE = 256
 
 # Pipelines whose encode_prompt gives each job its embeddings exactly as a call of its own would (SD 1.x/2.x, SDXL).
 _BATCHABLE = {"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionXLPipeline",
@@ -137,7 +128,9 @@ class Runner:
     """Owns the text-to-image pipeline, the image-to-image pipeline sharing its weights, and the safety checker."""
 
     def __init__(self, settings: EngineSettings, device: str, dtype: torch.dtype, t2i: DiffusionPipeline,
-                 i2i: DiffusionPipeline, checker, feature_extractor, upscaler: DiffusionPipeline | None) -> None:
+                 i2i: DiffusionPipeline, checker, feature_extractor, upscaler: DiffusionPipeline | None, *,
+                 fast: fastpath.FastPath | None = None, previewer: Callable[[torch.Tensor], bytes] | None = None,
+                 ) -> None:
         self.settings = settings
         self.device = device
         self.dtype = dtype
@@ -148,7 +141,8 @@ class Runner:
         self.feature_extractor = feature_extractor
         self.upscaler = upscaler
         self.defaults = model_defaults(t2i, settings.model, settings)
-        self._latent_rgb = _LATENT_RGB_SDXL if "XL" in type(t2i).__name__ else _LATENT_RGB_SD
+        self.fastpath = fast
+        self.previewer = previewer or preview.LinearPreview.for_pipeline(t2i)
         self._offloaded_pipe: DiffusionPipeline | None = None
         self.max_batch = resolve_max_batch(settings.max_batch, device, t2i, self.defaults)
 
@@ -201,7 +195,12 @@ class Runner:
         for pipe in (t2i, i2i):
             pipe.set_progress_bar_config(disable=not settings.progress_bar)
 
-        # 6. Optional dedicated upscaler (e.g. stabilityai/sd-x2-latent-upscaler).
+        # 6. The opt-in fast path (engine/fastpath.py: a replacement VAE, channels_last, compiled UNet and VAE
+        #    decoder) and the previewer (engine/preview.py: the linear latent map, or IMAGINE_PREVIEW_MODEL).
+        fast = fastpath.prepare(settings, t2i, i2i, device, dtype)
+        previewer = preview.load(settings, t2i, device, dtype)
+
+        # 7. Optional dedicated upscaler (e.g. stabilityai/sd-x2-latent-upscaler).
         upscaler = None
         if settings.upscaler_model:
             upscaler = DiffusionPipeline.from_pretrained(settings.upscaler_model, dtype=dtype)
@@ -211,8 +210,13 @@ class Runner:
                 upscaler.to(device)
             upscaler.set_progress_bar_config(disable=not settings.progress_bar)
 
-        runner = cls(settings, device, dtype, t2i, i2i, checker, feature_extractor, upscaler)
+        runner = cls(settings, device, dtype, t2i, i2i, checker, feature_extractor, upscaler, fast=fast,
+                     previewer=previewer)
         log.info("loaded %s in %.1fs", settings.model, time.perf_counter() - started)
+
+        # 8. With IMAGINE_COMPILE, compile every shape of the menu now, so that no member waits for a compile.
+        fast.warm_up(t2i, native=runner.defaults.size, guidance=runner.defaults.guidance, max_batch=runner.max_batch)
+        log.info("fast path: %s, previews: %s", fast.describe(), previewer.name)
         return runner
 
     def close(self) -> None:
@@ -449,21 +453,8 @@ class Runner:
         return {name: torch.cat(tensors) for name, tensors in parts.items()}
 
     def _preview(self, latents: torch.Tensor) -> bytes:
-        """A small JPEG of the current latents through a linear latent->RGB map (no VAE decode, ~1 ms)."""
-        with torch.no_grad():
-            latents = latents.detach().float().cpu()
-            if latents.shape[1] == 4:
-                rgb = torch.einsum("bchw,cr->brhw", latents, self._latent_rgb)
-            else:  # other latent spaces: the first three channels, standardised
-                rgb = latents[:, :3]
-                rgb = (rgb - rgb.mean()) / (rgb.std() + 1e-6) / 2
-            pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        tiles = [Image.fromarray(p) for p in pixels]
-        picture = imgs.make_grid(tiles) if len(tiles) == 4 else tiles[0]
-        scale = PREVIEW_SIDE / max(picture.size)
-        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
-                                 Image.Resampling.BILINEAR)
-        return _jpeg(picture)
+        """A small JPEG of one job's current latents (engine/preview.py: the linear map or the tiny autoencoder)."""
+        return self.previewer(latents)
 
     def _prompt_truncated(self, prompt: str) -> bool:
         tokenizer = getattr(self.t2i, "tokenizer", None)
@@ -543,12 +534,6 @@ def _fit_to_multiple_of_8(image: Image.Image) -> Image.Image:
     if (width, height) == image.size:
         return image
     return image.crop((0, 0, width, height))
-
-
-def _jpeg(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=80)
-    return out.getvalue()
 
 
 def _free_memory(device: str) -> None:

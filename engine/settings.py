@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+from engine.jobs import ASPECT_CHOICES, size_for_aspect
+
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 _TRUE = {"1", "true", "yes", "on"}
@@ -25,8 +27,14 @@ class EngineSettings:
     upscaler_model: str | None = None  # IMAGINE_UPSCALER_MODEL: optional dedicated upscaler pipeline
     upscale_strength: float = 0.3  # IMAGINE_UPSCALE_STRENGTH: img2img strength of the upscale detail pass
     preview_every: int = 5  # IMAGINE_PREVIEW_EVERY: steps between previews (0 = none)
-    progress_bar: bool = False  # diffusers' tqdm bar; the CLI turns it on
     max_batch: int | None = None  # IMAGINE_MAX_BATCH: jobs per pipeline call (1 = no batching; None = per device/model)
+    # The fast path, all opt-in (engine/fastpath.py, engine/preview.py):
+    compile: bool = False  # IMAGINE_COMPILE: torch.compile the UNet and VAE decoder, warmed up at start-up
+    compile_aspects: str | None = None  # IMAGINE_COMPILE_ASPECTS: "1:1,16:9" to warm up (None: every offered one)
+    channels_last: bool = False  # IMAGINE_CHANNELS_LAST: UNet and VAE in channels_last memory format
+    vae_model: str | None = None  # IMAGINE_VAE_MODEL: replacement VAE, e.g. madebyollin/sdxl-vae-fp16-fix
+    preview_model: str | None = None  # IMAGINE_PREVIEW_MODEL: tiny autoencoder for previews, e.g. madebyollin/taesd
+    progress_bar: bool = False  # diffusers' tqdm bar; the CLI turns it on
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -43,6 +51,23 @@ class EngineSettings:
             raise ValueError(f"max_batch must be from 1 (no batching) to 16 jobs per call, got {self.max_batch}")
         if self.preview_every < 0:
             raise ValueError(f"preview_every must be 0 (no previews) or more, got {self.preview_every}")
+        if self.compile and self.cpu_offload:
+            raise ValueError("compile cannot be used with CPU offload: offload moves the weights between devices on "
+                             "every call, which compiled code cannot follow; turn one of them off")
+        self.warm_up_aspects()  # a bad list fails here, at start-up
+
+    def warm_up_aspects(self) -> tuple[str, ...]:
+        """The aspect ratios the compile warm-up covers: compile_aspects, or every aspect the bot offers."""
+        if not self.compile_aspects:
+            return ASPECT_CHOICES
+        aspects = tuple(part.strip() for part in self.compile_aspects.split(","))
+        for aspect in aspects:
+            try:
+                size_for_aspect(512, aspect)
+            except ValueError as e:
+                raise ValueError(f"compile_aspects must be aspect ratios separated by commas, e.g. 1:1,2:3,16:9 "
+                                 f"({e})") from None
+        return aspects
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "EngineSettings":

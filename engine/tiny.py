@@ -6,6 +6,9 @@ pictures, not foxes, but it runs the same code paths (text encoder, UNet, schedu
 optional safety checker) in a few seconds on a laptop CPU.
 
     python -m engine.tiny OUT_DIR [--safety-checker] [--flag-everything]
+
+`write_tiny_preview_model` writes a tiny TAESD-shaped AutoencoderTiny for IMAGINE_PREVIEW_MODEL, and
+`write_tiny_vae` a second tiny AutoencoderKL for IMAGINE_VAE_MODEL.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from transformers import (
     CLIPConfig,
@@ -86,17 +95,7 @@ def write_tiny_pipeline(path: str | Path, *, safety_checker: bool = False, flag_
 
     # 2. VAE with four blocks, so vae_scale_factor = 2 ** (4 - 1) = 8 as in real SD; its sample_size is also the
     #    tile size when VAE tiling is on.
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        sample_size=64,
-    )
+    vae = _tiny_vae()
 
     # 3. Text encoder and a byte-level tokenizer written on the spot.
     text_encoder = CLIPTextModel(
@@ -161,6 +160,51 @@ def write_tiny_pipeline(path: str | Path, *, safety_checker: bool = False, flag_
     # Ship the tokenizer as SD 1.5 does: vocab.json + merges.txt (tokenizers' tokenizer.json is rebuilt from them).
     (path / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
     _write_tokenizer_files(path / "tokenizer")
+    return path
+
+
+def _tiny_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        sample_size=64,
+    )
+
+
+def write_tiny_vae(path: str | Path, *, seed: int = 1) -> Path:
+    """Write another tiny AutoencoderKL that fits the tiny pipeline (same latents), with other random weights."""
+    path = Path(path)
+    torch.manual_seed(seed)
+    _tiny_vae().save_pretrained(path)
+    return path
+
+
+def write_tiny_preview_model(path: str | Path, *, colour: tuple[int, int, int] | None = None) -> Path:
+    """Write a tiny TAESD-shaped AutoencoderTiny (4 latent channels, 8x upsampling) to `path`.
+
+    colour=(r, g, b) makes its decoder paint every latent that colour, so a test can tell its previews apart.
+    """
+    path = Path(path)
+    torch.manual_seed(SEED)
+    model = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+    )
+    if colour is not None:
+        last = model.decoder.layers[-1]  # the output convolution; the decoder maps its [0, 1] output to [-1, 1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.copy_(torch.tensor(colour, dtype=torch.float32) / 255)
+    model.save_pretrained(path)
     return path
 
 

@@ -115,6 +115,6 @@ async def test_a_start_says_one_ready_line_and_no_third_party_noise(discord, tin
     finally:
         bot.kill()
 
-    assert re.search(r"ready: model \S+ on cpu \(float32\), 2 server\(s\), 0 job\(s\) recovered$", ready), ready
+    assert re.search(r"ready: model \S+ on cpu \(float32\), up to 1 job\(s\) per call, 2 server\(s\), 0 job\(s\) recovered$", ready), ready
     assert bot.output.count("imagine-bot ready") == 1
     assert not [line for line in bot.lines if any(noise in line for noise in NOISE)], bot.output

@@ -202,6 +202,7 @@ async def test_defaults_come_from_the_model_and_settings(tiny_model):
         defaults = engine.defaults
         assert engine.device == "cpu"
         assert engine.max_batch == 1  # no batching by default off CUDA: benchmarks/batching.py shows no clear gain
+        assert engine.fast_path is None  # no opt-in setting on: the ready line says nothing of it
     finally:
         await engine.stop()
     assert (defaults.size, defaults.steps, defaults.guidance) == (64, 9, 3.5)

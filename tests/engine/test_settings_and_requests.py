@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine import EngineSettings, Request
-from engine.jobs import size_for_aspect
+from engine.jobs import ASPECT_CHOICES, size_for_aspect
 
 
 def test_settings_from_env_reads_typed_values():
@@ -19,12 +19,23 @@ def test_settings_from_env_reads_typed_values():
                                       safety_checker=False, max_batch=3)
 
 
+def test_compile_warm_up_aspects_default_to_the_offered_ones():
+    """IMAGINE_COMPILE_ASPECTS narrows the warm-up to the aspects listed; unset, it is every aspect the bot offers."""
+    assert EngineSettings.from_env({"IMAGINE_COMPILE_ASPECTS": " 1:1, 16:9"}).warm_up_aspects() == ("1:1", "16:9")
+    assert EngineSettings().warm_up_aspects() == ASPECT_CHOICES
+
+
 @pytest.mark.parametrize(("env", "message"), [
     ({"IMAGINE_STEPS": "abc"}, "IMAGINE_STEPS must be a whole number, got 'abc'"),
     ({"IMAGINE_CPU_OFFLOAD": "maybe"}, "IMAGINE_CPU_OFFLOAD must be true or false, got 'maybe'"),
     ({"IMAGINE_DEVICE": "tpu"}, "IMAGINE_DEVICE must be one of auto, cuda, mps, cpu, got 'tpu'"),
     ({"IMAGINE_UPSCALE_STRENGTH": "2"}, "IMAGINE_UPSCALE_STRENGTH must be in (0, 1], got 2.0"),
     ({"IMAGINE_MAX_BATCH": "0"}, "IMAGINE_MAX_BATCH must be from 1 (no batching) to 16 jobs per call, got 0"),
+    ({"IMAGINE_COMPILE": "true", "IMAGINE_CPU_OFFLOAD": "true"},
+     "IMAGINE_COMPILE cannot be used with CPU offload: offload moves the weights between devices on every call, "
+     "which compiled code cannot follow; turn one of them off"),
+    ({"IMAGINE_COMPILE_ASPECTS": "1:1, wide"}, "IMAGINE_COMPILE_ASPECTS must be aspect ratios separated by commas, "
+     "e.g. 1:1,2:3,16:9 (aspect ratio must look like 16:9 (two whole numbers), got 'wide')"),
 ])
 def test_settings_from_env_bad_value_is_one_readable_line(env, message):
     """A bad IMAGINE_* value raises ValueError naming the key, what it must be, and what it got."""
