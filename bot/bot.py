@@ -39,6 +39,14 @@ class ImagineTree(app_commands.CommandTree):
 
 
 class ImagineBot(commands.Bot):
+    """The bot on one gateway connection; `ImagineBot.create` gives the sharded one when DISCORD_SHARDS is set."""
+
+    @staticmethod
+    def create(settings: Settings, store: Store, engine: Engine) -> ImagineBot:
+        """The bot the settings ask for: unsharded by default, on AutoShardedBot with DISCORD_SHARDS."""
+        cls = ImagineBot if settings.shards is None else ShardedImagineBot
+        return cls(settings, store, engine)
+
     def __init__(self, settings: Settings, store: Store, engine: Engine) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -46,6 +54,7 @@ class ImagineBot(commands.Bot):
             tree_cls=ImagineTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),  # each message says who it may ping (bot/replies.py)
+            shard_count=settings.shards if isinstance(settings.shards, int) else None,  # None: ask Discord
         )
         self.settings = settings
         self.store = store
@@ -78,8 +87,9 @@ class ImagineBot(commands.Bot):
         if self._announced:
             return
         self._announced = True
-        log.info("imagine-bot ready: model %s on %s (%s), %d server(s), %d job(s) recovered",
-                 self.engine.defaults.model, self.engine.device, self.engine.dtype, len(self.guilds),
+        shards = f" on {self.shard_count} shard(s)" if isinstance(self, commands.AutoShardedBot) else ""
+        log.info("imagine-bot ready: model %s on %s (%s), %d server(s)%s, %d job(s) recovered",
+                 self.engine.defaults.model, self.engine.device, self.engine.dtype, len(self.guilds), shards,
                  self.runner.recovered)
 
     async def sync_commands(self) -> None:
@@ -99,3 +109,11 @@ class ImagineBot(commands.Bot):
         synced = await self.tree.sync(guild=guild)
         await self.store.set_meta(key, digest)
         log.info("Synced %d slash command(s) %s", len(synced), f"to server {guild.id}" if guild else "globally")
+
+
+class ShardedImagineBot(ImagineBot, commands.AutoShardedBot):
+    """The same bot over one gateway connection per shard, for bots in more than about 1,000 servers.
+
+    discord.py launches the shards one after another, 5 s apart (Discord's IDENTIFY limit), and says on_ready once
+    all of them are ready.
+    """
