@@ -19,8 +19,9 @@ from aiohttp import WSMsgType, web
 from .interactions import Ack, Interaction, StandinError, wait_condition
 from .mentions import Mentions, MentionsRefused, resolve as resolve_mentions
 from .model import (
-    ADMINISTRATOR, ATTACH_FILES, DEFAULT_EVERYONE_PERMISSIONS, EMBED_LINKS, EPHEMERAL, LOADING,
-    MODERATOR_PERMISSIONS, SEND_MESSAGES, USE_APPLICATION_COMMANDS, VIEW_CHANNEL,
+    ADD_REACTIONS, ADMINISTRATOR, ATTACH_FILES, DEFAULT_EVERYONE_PERMISSIONS, EMBED_LINKS, EPHEMERAL, LOADING,
+    MANAGE_MESSAGES, MODERATOR_PERMISSIONS, READ_MESSAGE_HISTORY, SEND_MESSAGES, USE_APPLICATION_COMMANDS,
+    VIEW_CHANNEL,
     Attachment, Channel, Guild, Member, Message, Role, Snowflakes, User, iso_now,
 )
 
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v10"
 GUILD_MEMBERS_INTENT = 1 << 1
 GUILD_MESSAGES_INTENT = 1 << 9
+GUILD_MESSAGE_REACTIONS_INTENT = 1 << 10
 DIRECT_MESSAGES_INTENT = 1 << 12
+DIRECT_MESSAGE_REACTIONS_INTENT = 1 << 13
 OPTION_TYPES = {1: "subcommand", 2: "subcommand group", 3: "string", 4: "integer", 5: "boolean", 6: "user",
                 7: "channel", 8: "role", 9: "mentionable", 10: "number", 11: "attachment"}
 
@@ -527,6 +530,54 @@ class DiscordStandin:
             data["id"] = chosen["id"]
         return await self._dispatch_interaction(3, member, channel, data, source=message)
 
+    async def react(self, user: str | User | Member, message: Message, emoji: str) -> None:
+        """A user adds a (unicode) emoji reaction to a message: the message counts it, and a bot with the reactions
+        intent gets MESSAGE_REACTION_ADD on the shard of the message's server."""
+        user, channel = self.user(user), self.channel(message.channel_id)
+        if message.deleted or message.ephemeral:
+            raise StandinError(f"message {message.id} cannot be reacted to (deleted or ephemeral)")
+        guild = self.guild_of(channel)
+        member = self.member(user, guild) if guild is not None else None
+        if member is not None and ~self.permissions(member, channel) & (ADD_REACTIONS | READ_MESSAGE_HISTORY):
+            raise StandinError(f"{user.name} may not add reactions in #{channel.name}")
+        reactions = message.data.setdefault("reactions", [])
+        entry = next((r for r in reactions if r["emoji"]["name"] == emoji), None)
+        if entry is None:
+            entry = {"count": 0, "count_details": {"burst": 0, "normal": 0}, "me": False, "me_burst": False,
+                     "emoji": {"id": None, "name": emoji}, "burst_colors": []}
+            reactions.append(entry)
+        entry["count"] += 1
+        entry["count_details"]["normal"] += 1
+        entry["me"] = entry["me"] or user.id == self.bot_user.id
+        data: dict[str, Any] = {"user_id": str(user.id), "channel_id": str(channel.id), "message_id": str(message.id),
+                                "emoji": {"id": None, "name": emoji}, "message_author_id": str(message.author_id),
+                                "burst": False, "burst_colors": [], "type": 0}
+        if guild is not None and member is not None:
+            data["guild_id"] = str(guild.id)
+            data["member"] = member.to_dict()
+        await self._notify()
+        intent = DIRECT_MESSAGE_REACTIONS_INTENT if guild is None else GUILD_MESSAGE_REACTIONS_INTENT
+        await self._broadcast("MESSAGE_REACTION_ADD", data, channel, intent=intent)
+
+    async def message_command(self, user: str | User | Member, message: Message, command: str) -> Interaction:
+        """A user runs a message context-menu command (Apps → `command`) on a message: a type 3 command whose
+        interaction data names the message (`target_id`) and carries it in `resolved.messages`."""
+        channel = self.channel(message.channel_id)
+        guild = self.guild_of(channel)
+        if guild is None:
+            raise StandinError("context-menu commands in DMs are not supported by the stand-in")
+        if message.deleted or message.ephemeral:
+            raise StandinError(f"message {message.id} has no context menu (deleted or ephemeral)")
+        member = self.member(user, guild)
+        definition, guild_scoped = await self._synced_command(command, guild, kind=3)
+        self._check_can_use(member, channel, definition)
+        data: dict[str, Any] = {"id": definition["id"], "name": definition["name"], "type": 3,
+                                "target_id": str(message.id),
+                                "resolved": {"messages": {str(message.id): copy.deepcopy(message.data)}}}
+        if guild_scoped:
+            data["guild_id"] = str(guild.id)
+        return await self._dispatch_interaction(2, member, channel, data)
+
     async def forge_click(self, user: str | User | Member, message: Message, custom_id: str) -> Interaction:
         """A modified client sends a button click with a custom_id of its choosing, which the message needn't carry.
 
@@ -541,13 +592,15 @@ class DiscordStandin:
         return await self._dispatch_interaction(3, member, channel, {"custom_id": custom_id, "component_type": 2},
                                                 source=message)
 
-    async def _synced_command(self, name: str, guild: Guild, timeout: float = 5.0) -> tuple[dict[str, Any], bool]:
+    async def _synced_command(self, name: str, guild: Guild, timeout: float = 5.0,
+                              kind: int = 1) -> tuple[dict[str, Any], bool]:
+        """A synced command of this kind (1 slash, 2 user menu, 3 message menu) by name: the server's, else global."""
         def lookup() -> tuple[dict[str, Any], bool] | None:
             for cmd in self.guild_commands.get(guild.id, []):
-                if cmd["name"] == name and cmd.get("type", 1) == 1:
+                if cmd["name"] == name and cmd.get("type", 1) == kind:
                     return cmd, True
             for cmd in self.global_commands:
-                if cmd["name"] == name and cmd.get("type", 1) == 1:
+                if cmd["name"] == name and cmd.get("type", 1) == kind:
                     return cmd, False
             return None
 
@@ -793,9 +846,10 @@ class DiscordStandin:
         (Discord's ``(guild_id >> 22) % num_shards == shard_id``)."""
         return [g for g in self.guilds if conn.owns(g.id)]
 
-    async def _broadcast(self, event: str, data: dict[str, Any], channel: Channel) -> None:
+    async def _broadcast(self, event: str, data: dict[str, Any], channel: Channel, intent: int | None = None) -> None:
         conn = self._connection_for(channel.guild_id)
-        intent = DIRECT_MESSAGES_INTENT if channel.type == 1 else GUILD_MESSAGES_INTENT
+        if intent is None:
+            intent = DIRECT_MESSAGES_INTENT if channel.type == 1 else GUILD_MESSAGES_INTENT
         if conn is not None and conn.intents & intent:
             await conn.dispatch(event, data)
 
@@ -1147,7 +1201,10 @@ class DiscordStandin:
         return copy.deepcopy(message.data)
 
     async def _delete_channel_message(self, channel_id: str, message_id: str, **_: Any) -> None:
-        await self._delete_message(self._visible_message(channel_id, message_id))
+        message = self._visible_message(channel_id, message_id)
+        if message.author_id != self.bot_user.id:  # anyone's message needs Manage Messages; its own, nothing
+            self._check_bot_permission(self._channel_by_id(channel_id), MANAGE_MESSAGES)
+        await self._delete_message(message)
 
     # -- REST: interactions and their webhooks -----------------------------------------------------------------
 
@@ -1355,15 +1412,18 @@ class DiscordStandin:
         if interaction is not None:
             data["webhook_id"] = str(self.application_id)
             data["application_id"] = str(self.application_id)
+            command_type = interaction.data.get("type", 1) if interaction.type == 2 else None
             if interaction.type == 2 and not followup:
-                data["type"] = 20  # CHAT_INPUT_COMMAND
+                data["type"] = 20 if command_type == 1 else 23  # CHAT_INPUT_COMMAND, CONTEXT_MENU_COMMAND
             metadata: dict[str, Any] = {
                 "id": str(interaction.id), "type": interaction.type, "user": interaction.user.to_dict(),
                 "authorizing_integration_owners": {"0": str(channel.guild_id or self.guild.id)},
             }
             if interaction.type == 2:
                 metadata["name"] = self._command_path(interaction.data)
-                metadata["command_type"] = 1
+                metadata["command_type"] = command_type
+                if command_type == 3:
+                    metadata["target_message_id"] = interaction.data["target_id"]
                 data["interaction"] = {"id": str(interaction.id), "type": 2, "name": metadata["name"],
                                        "user": interaction.user.to_dict()}
             else:

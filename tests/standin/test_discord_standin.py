@@ -504,3 +504,56 @@ async def test_an_identify_with_an_impossible_shard_is_closed_with_4010(discord)
         closed = await ws.receive()
         assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4010
     assert not discord.connected and discord.identifies == 0
+
+
+async def test_a_reaction_reaches_the_bot_as_a_raw_reaction_event_with_the_member(discord, bot):
+    """❌ on a bot message: the message counts it and MESSAGE_REACTION_ADD (default intents) brings the member."""
+    result = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox")).response_message()
+    seen = asyncio.ensure_future(bot.wait_for("raw_reaction_add", timeout=5))
+    await discord.react(discord.bob, result, "❌")
+
+    event = await seen
+    assert (event.message_id, event.channel_id, event.guild_id) == (result.id, result.channel_id, discord.guild.id)
+    assert (event.user_id, event.member.name, event.emoji.name) == (discord.bob.id, "bob", "❌")
+    assert event.message_author_id == discord.bot_user.id
+    assert result.data["reactions"][0]["count"] == 1 and result.data["reactions"][0]["emoji"]["name"] == "❌"
+    with pytest.raises(StandinError, match="not a member"):
+        await discord.react(discord.carol, result, "❌")
+
+
+async def test_a_message_context_menu_command_gets_its_target_message(discord, bot):
+    """A type 3 command on a message: the handler gets the resolved message (target_id) and answers privately."""
+    got = []
+
+    async def describe(interaction: dpy.Interaction, message: dpy.Message) -> None:
+        got.append((interaction.user.name, message.id, message.content, message.author.id))
+        await interaction.response.send_message(f"that says {message.content!r}", ephemeral=True)
+
+    bot.tree.add_command(app_commands.ContextMenu(name="Describe it", callback=describe))
+    await bot.tree.sync()
+    assert [c["type"] for c in discord.global_commands if c["name"] == "Describe it"] == [3]
+    said = await discord.say(discord.alice, "general", "hello there")
+
+    run = await discord.message_command(discord.bob, said, "Describe it")
+
+    reply = await run.response_message()
+    assert got == [("bob", said.id, "hello there", discord.alice.id)]
+    assert reply.ephemeral and reply.content == "that says 'hello there'"
+    assert run.payload["data"]["target_id"] == str(said.id) and reply.data["type"] == 23
+    with pytest.raises(StandinError, match="is not synced"):
+        await discord.message_command(discord.bob, said, "imagine")
+
+
+async def test_a_bot_deletes_its_own_message_but_needs_manage_messages_for_a_members(discord, bot):
+    """DELETE of the bot's own message removes it (MESSAGE_DELETE follows); a member's one is refused 403."""
+    result = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox")).response_message()
+    said = await discord.say(discord.alice, "general", "mine")
+    channel = bot.get_channel(discord.channel("general").id)
+    deleted = asyncio.ensure_future(bot.wait_for("raw_message_delete", timeout=5))
+
+    await channel.get_partial_message(result.id).delete()
+    with pytest.raises(dpy.Forbidden):
+        await channel.get_partial_message(said.id).delete()
+
+    assert (await deleted).message_id == result.id
+    assert discord.messages("general") == [said] and result.deleted
