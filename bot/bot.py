@@ -25,6 +25,8 @@ EXTENSIONS = (
     "bot.cogs.buttons",
     "bot.cogs.queue",
     "bot.cogs.limits",
+    "bot.cogs.show",
+    "bot.cogs.delete",
 )
 
 def use_discord_endpoints(api_base: str, gateway_url: str) -> None:
