@@ -28,7 +28,9 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.errors import ImagesDeleted, ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError, quoted
+from bot.errors import (
+    ImagesDeleted, ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError, quoted,
+)
 
 log = logging.getLogger(__name__)
 
