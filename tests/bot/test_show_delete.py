@@ -34,14 +34,22 @@ async def test_show_posts_the_picture_again_with_working_buttons_for_the_owner_a
 
 
 async def test_show_is_refused_privately_for_someone_elses_job_and_another_servers(discord, bot):
-    """/show of alice's job by bob, and in another server (even by alice), are refused ephemerally; nothing posts."""
+    """/show of alice's job by bob, in another server (even by alice), of an unfinished job and of pruned images
+    are refused ephemerally; nothing posts."""
     job = job_id(await make_grid(discord))
+    slow = await discord.slash(discord.bob, "general", "imagine", prompt="a slow fox --steps 50")
+    running = job_id(await slow.wait_for(lambda m: "step" in m.content, GRID_TIMEOUT))  # its Cancel button
 
     await refused(await discord.slash(discord.bob, "general", "show", job=job), "someone else's")
     await refused(await discord.slash(discord.alice, "elsewhere", "show", job=job),
                   f"There is no job #{job} in this server.")
     await refused(await discord.slash(discord.carol, "elsewhere", "show", job=job + 1000),
                   f"There is no job #{job + 1000} in this server.")
+    await refused(await discord.slash(discord.bob, "general", "show", job=running), "isn't finished yet")
+    await (await discord.slash(discord.bob, "general", "cancel", job=running)).wait_for(
+        lambda m: "Cancelled" in m.content)
+    assert await bot.store.prune_images(0) == 1
+    await refused(await discord.slash(discord.alice, "general", "show", job=job), "cleaned up")
     assert not [m for m in discord.messages("elsewhere") if m.attachments]
     assert len([m for m in discord.messages("general") if has_grid(m)]) == 1
 
