@@ -43,7 +43,7 @@ async def services(settings: config.Settings) -> AsyncIterator[ImagineBot]:
     engine = Engine(settings.engine)
     try:
         await engine.start()
-        async with ImagineBot(settings, store, engine) as bot:
+        async with ImagineBot.create(settings, store, engine) as bot:
             yield bot
     finally:
         await engine.stop()

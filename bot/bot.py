@@ -25,6 +25,8 @@ EXTENSIONS = (
     "bot.cogs.buttons",
     "bot.cogs.queue",
     "bot.cogs.limits",
+    "bot.cogs.show",
+    "bot.cogs.delete",
 )
 
 def use_discord_endpoints(api_base: str, gateway_url: str) -> None:
@@ -39,6 +41,14 @@ class ImagineTree(app_commands.CommandTree):
 
 
 class ImagineBot(commands.Bot):
+    """The bot on one gateway connection; `ImagineBot.create` gives the sharded one when DISCORD_SHARDS is set."""
+
+    @staticmethod
+    def create(settings: Settings, store: Store, engine: Engine) -> ImagineBot:
+        """The bot the settings ask for: unsharded by default, on AutoShardedBot with DISCORD_SHARDS."""
+        cls = ImagineBot if settings.shards is None else ShardedImagineBot
+        return cls(settings, store, engine)
+
     def __init__(self, settings: Settings, store: Store, engine: Engine) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -46,6 +56,7 @@ class ImagineBot(commands.Bot):
             tree_cls=ImagineTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),  # each message says who it may ping (bot/replies.py)
+            shard_count=settings.shards if isinstance(settings.shards, int) else None,  # None: ask Discord
         )
         self.settings = settings
         self.store = store
@@ -79,9 +90,11 @@ class ImagineBot(commands.Bot):
             return
         self._announced = True
         fast_path = self.engine.fast_path
-        log.info("imagine-bot ready: model %s on %s (%s), up to %d job(s) per call%s, %d server(s), %d job(s) recovered",
-                 self.engine.defaults.model, self.engine.device, self.engine.dtype, self.engine.max_batch,
-                 f", fast path: {fast_path}" if fast_path else "", len(self.guilds), self.runner.recovered)
+        shards = f" on {self.shard_count} shard(s)" if isinstance(self, commands.AutoShardedBot) else ""
+        log.info("imagine-bot ready: model %s on %s (%s), up to %d job(s) per call%s, %d server(s)%s, "
+                 "%d job(s) recovered", self.engine.defaults.model, self.engine.device, self.engine.dtype,
+                 self.engine.max_batch, f", fast path: {fast_path}" if fast_path else "", len(self.guilds), shards,
+                 self.runner.recovered)
 
     async def sync_commands(self) -> None:
         """Sync slash commands when they changed since the last sync (Discord rate-limits syncing).
@@ -100,3 +113,11 @@ class ImagineBot(commands.Bot):
         synced = await self.tree.sync(guild=guild)
         await self.store.set_meta(key, digest)
         log.info("Synced %d slash command(s) %s", len(synced), f"to server {guild.id}" if guild else "globally")
+
+
+class ShardedImagineBot(ImagineBot, commands.AutoShardedBot):
+    """The same bot over one gateway connection per shard, for bots in more than about 1,000 servers.
+
+    discord.py launches the shards one after another, 5 s apart (Discord's IDENTIFY limit), and says on_ready once
+    all of them are ready.
+    """

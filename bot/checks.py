@@ -5,6 +5,8 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
+from bot.store import Job
+
 
 class NotModerator(app_commands.CheckFailure):
     def __init__(self) -> None:
@@ -12,8 +14,17 @@ class NotModerator(app_commands.CheckFailure):
 
 
 def is_moderator(interaction: discord.Interaction) -> bool:
-    permissions = interaction.permissions
+    return moderates(interaction.permissions)
+
+
+def moderates(permissions: discord.Permissions) -> bool:
+    """Moderator = Manage Channels or Manage Server (in the channel at hand)."""
     return permissions.manage_channels or permissions.manage_guild
+
+
+def may_manage_job(job: Job, user_id: int, permissions: discord.Permissions) -> bool:
+    """Whether this member may show or delete the job: its requester, or a moderator."""
+    return job.user_id == user_id or moderates(permissions)
 
 
 def moderator_only():

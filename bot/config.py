@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from dotenv import load_dotenv
 
@@ -27,6 +28,7 @@ class Settings:
     api_base: str = DISCORD_API_BASE
     gateway_url: str = DISCORD_GATEWAY_URL
     sync_guild: int | None = None
+    shards: int | Literal["auto"] | None = None  # None: one gateway connection; "auto": as many as Discord says
     image_retention_days: float = 30.0
     progress_interval: float = 1.5
 
@@ -53,6 +55,7 @@ class Settings:
             api_base=(env.get("DISCORD_API_BASE") or DISCORD_API_BASE).rstrip("/"),
             gateway_url=env.get("DISCORD_GATEWAY_URL") or DISCORD_GATEWAY_URL,
             sync_guild=_number(env, "DISCORD_SYNC_GUILD", int),
+            shards=_shards(env),
             image_retention_days=_number(env, "IMAGE_RETENTION_DAYS", float) or 30.0,
             progress_interval=_number(env, "PROGRESS_INTERVAL", float) or 1.5,
         )
@@ -67,6 +70,17 @@ def _number(env: Mapping[str, str], key: str, kind: type[int] | type[float]):
     except ValueError:
         noun = "a whole number" if kind is int else "a number"
         raise ConfigError(f"{key} must be {noun}, got {raw!r}") from None
+
+
+def _shards(env: Mapping[str, str]) -> int | Literal["auto"] | None:
+    raw = env.get("DISCORD_SHARDS", "").strip().lower()
+    if not raw:
+        return None
+    if raw == "auto":
+        return "auto"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"DISCORD_SHARDS must be auto or a whole number of shards (1 or more), got {raw!r}")
+    return int(raw)
 
 
 def load() -> Settings:

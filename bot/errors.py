@@ -50,6 +50,15 @@ class ImagesGone(UserError):
             super().__init__(f"The images of this job were cleaned up after {days:g} days; run /imagine again.")
 
 
+class ImagesDeleted(ImagesGone):
+    """The job's requester or a moderator deleted its images (❌ or "Delete image")."""
+
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+        UserError.__init__(self, f"The images of job #{job_id} were deleted; run /imagine again.")
+        self.days = None
+
+
 class JobNotFound(UserError):
     """No job has the id `job_id`."""
 

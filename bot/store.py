@@ -28,7 +28,9 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError, quoted
+from bot.errors import (
+    ImagesDeleted, ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError, quoted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ class Job:
     image_count: int  # images kept on disk for this job (0 if none or pruned)
     images_pruned: bool
     attempts: int  # times the job was handed to the engine (claim_next); a restart cuts an attempt short
+    images_deleted_at: float | None = None  # when its requester or a moderator deleted its images (❌)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -768,6 +771,8 @@ class Store:
         job = await self.get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
+        if job.images_deleted_at is not None:
+            raise ImagesDeleted(job_id)
         if job.images_pruned:
             kept_days = await self.get_meta("store.images_kept_days")
             raise ImagesGone(None if kept_days is None else float(kept_days))
@@ -816,6 +821,47 @@ class Store:
         if job_ids:
             log.debug("pruned the images of %d job(s) finished over %g days ago", len(job_ids), older_than_days)
         return len(job_ids)
+
+    async def delete_images(self, job_id: int, now: float | None = None) -> Job | None:
+        """Delete a finished job's image files and mark them deleted, so its buttons say so (ImagesDeleted); None if
+        there is no such finished job. Deleting twice is harmless. Files go first, as in prune_images."""
+        now = time.time() if now is None else now
+        job = await self.get_job(job_id)
+        if job is None or job.status != "done":
+            return None
+        await asyncio.to_thread(shutil.rmtree, self._job_dir(job_id), True)
+        row = await self._write_statement(
+            """
+            UPDATE jobs SET image_count = 0, images_pruned = 1, images_deleted_at = COALESCE(images_deleted_at, ?)
+             WHERE id = ? AND status = 'done'
+            RETURNING *
+            """,
+            (now, job_id),
+        )
+        return None if row is None else Job.from_row(row)
+
+    # --- messages showing a job ------------------------------------------------------------------------------
+
+    async def add_message(self, job_id: int, message_id: int, channel_id: int) -> None:
+        """Remember another message that shows the job (one /show posted), so a ❌ on it finds the job too."""
+        await self._write_statement(
+            "INSERT INTO job_messages (message_id, job_id, channel_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (message_id, job_id, channel_id),
+        )
+
+    async def job_for_message(self, message_id: int) -> Job | None:
+        """The job a Discord message shows: its own message (jobs.message_id) or one /show posted; else None."""
+        row = await self._read_one(
+            """
+            SELECT * FROM jobs WHERE message_id = :message
+            UNION ALL
+            SELECT jobs.* FROM job_messages JOIN jobs ON jobs.id = job_messages.job_id
+             WHERE job_messages.message_id = :message
+            LIMIT 1
+            """,
+            {"message": message_id},
+        )
+        return None if row is None else Job.from_row(row)
 
     # --- limits ----------------------------------------------------------------------------------------------
 

@@ -59,6 +59,14 @@ class Snowflakes:
             self._last = max(candidate, self._last + 1)
             return self._last
 
+    def next_on_shard(self, shard_id: int, num_shards: int) -> int:
+        """An id whose guild lands on `shard_id` of `num_shards` (Discord: ``(id >> 22) % num_shards``)."""
+        with self._lock:
+            ms = max(int(time.time() * 1000) - DISCORD_EPOCH_MS, (self._last >> 22) + 1)
+            ms += (shard_id - ms) % num_shards
+            self._last = ms << 22
+            return self._last
+
 
 def iso_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()

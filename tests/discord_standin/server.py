@@ -19,8 +19,9 @@ from aiohttp import WSMsgType, web
 from .interactions import Ack, Interaction, StandinError, wait_condition
 from .mentions import Mentions, MentionsRefused, resolve as resolve_mentions
 from .model import (
-    ADMINISTRATOR, ATTACH_FILES, DEFAULT_EVERYONE_PERMISSIONS, EMBED_LINKS, EPHEMERAL, LOADING,
-    MODERATOR_PERMISSIONS, SEND_MESSAGES, USE_APPLICATION_COMMANDS, VIEW_CHANNEL,
+    ADD_REACTIONS, ADMINISTRATOR, ATTACH_FILES, DEFAULT_EVERYONE_PERMISSIONS, EMBED_LINKS, EPHEMERAL, LOADING,
+    MANAGE_MESSAGES, MODERATOR_PERMISSIONS, READ_MESSAGE_HISTORY, SEND_MESSAGES, USE_APPLICATION_COMMANDS,
+    VIEW_CHANNEL,
     Attachment, Channel, Guild, Member, Message, Role, Snowflakes, User, iso_now,
 )
 
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v10"
 GUILD_MEMBERS_INTENT = 1 << 1
 GUILD_MESSAGES_INTENT = 1 << 9
+GUILD_MESSAGE_REACTIONS_INTENT = 1 << 10
 DIRECT_MESSAGES_INTENT = 1 << 12
+DIRECT_MESSAGE_REACTIONS_INTENT = 1 << 13
 OPTION_TYPES = {1: "subcommand", 2: "subcommand group", 3: "string", 4: "integer", 5: "boolean", 6: "user",
                 7: "channel", 8: "role", 9: "mentionable", 10: "number", 11: "attachment"}
 
@@ -93,6 +96,8 @@ class GatewayConnection:
         self.sequence = 0
         self.session_id: str | None = None
         self.intents = 0
+        self.shard: tuple[int, int] | None = None  # [shard_id, num_shards] from IDENTIFY; None: unsharded
+        self.dispatched: list[tuple[str, Any]] = []  # every event sent on this connection, (name, data)
         self.identified = False
         self._lock = asyncio.Lock()
         self._zlib = zlib.compressobj() if compress == "zlib-stream" else None
@@ -105,6 +110,15 @@ class GatewayConnection:
     @property
     def open(self) -> bool:
         return not self.ws.closed
+
+    def owns(self, guild_id: int | None) -> bool:
+        """Whether this connection's shard hears about the guild (DMs: shard 0), as Discord routes them."""
+        if self.shard is None:
+            return True
+        shard_id, num_shards = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return (guild_id >> 22) % num_shards == shard_id
 
     async def send(self, op: int, d: Any, t: str | None = None) -> None:
         async with self._lock:
@@ -126,6 +140,7 @@ class GatewayConnection:
                 await self.ws.send_str(text)
 
     async def dispatch(self, event: str, data: Any) -> None:
+        self.dispatched.append((event, data))
         await self.send(0, data, event)
 
 
@@ -142,6 +157,7 @@ class DiscordStandin:
         self.edit_window = 5.0  # ... per this many seconds; more gets 429
         self.heartbeat_interval = 41.25  # seconds, sent in HELLO
         self.refuse_resume = True  # answer RESUME with op 9 (session invalid), as Discord may
+        self.recommended_shards: int | None = None  # GET /gateway/bot's `shards`; None: one per 1,000 servers
         self.enforce_default_permissions = True  # users lacking a command's default_member_permissions can't see it
         self.allow_unknown_routes = False  # the fixture fails a test that called a route the stand-in lacks
         self.requests: list[RecordedRequest] = []
@@ -161,6 +177,7 @@ class DiscordStandin:
         self._interactions_by_token: dict[str, Interaction] = {}
         self._edit_times: dict[int, deque[float]] = {}
         self._connections: list[GatewayConnection] = []
+        self._session_shards: dict[str, tuple[int, int] | None] = {}
         self._routes = self._build_routes()
         self._changed: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
@@ -179,17 +196,21 @@ class DiscordStandin:
         self.carol = User(new(), "carol", global_name="Carol")
         # Server A (`guild`): where the tests happen. Server B (`other_guild`): the bot is in it too, and so is
         # alice; carol only there. Channel names are unique across servers so that tests can name them.
+        # Their ids put them on different shards of two (server A on shard 0, B on shard 1), so a sharded bot's
+        # test covers both connections.
         self.guilds: list[Guild] = [
             self._new_guild("Imagine Test Server", self.owner, ["general", "art", "nsfw-art"],
-                            [(self.alice, []), (self.bob, []), (self.mod, ["Moderator"]), (self.owner, [])]),
-            self._new_guild("Another Server", self.carol, ["elsewhere"], [(self.carol, []), (self.alice, [])]),
+                            [(self.alice, []), (self.bob, []), (self.mod, ["Moderator"]), (self.owner, [])],
+                            shard=(0, 2)),
+            self._new_guild("Another Server", self.carol, ["elsewhere"], [(self.carol, []), (self.alice, [])],
+                            shard=(1, 2)),
         ]
         self._dm_channels: dict[int, Channel] = {}
 
     def _new_guild(self, name: str, owner: User, channel_names: list[str],
-                   people: list[tuple[User, list[str]]]) -> Guild:
+                   people: list[tuple[User, list[str]]], shard: tuple[int, int] = (0, 1)) -> Guild:
         new = self._ids.next
-        guild_id = new()
+        guild_id = self._ids.next_on_shard(*shard)
         everyone = Role(guild_id, "@everyone", DEFAULT_EVERYONE_PERMISSIONS)
         moderator = Role(new(), "Moderator", MODERATOR_PERMISSIONS, position=2)
         bot_role = Role(new(), "imagine-bot", VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES,
@@ -365,17 +386,36 @@ class DiscordStandin:
     @property
     def connected(self) -> bool:
         """Whether a client is logged in on the gateway (identified on an open connection)."""
-        return self._active_connection() is not None
+        return bool(self._live_connections())
 
-    def _active_connection(self) -> GatewayConnection | None:
-        live = [c for c in self._connections if c.open and c.identified]
+    @property
+    def shards(self) -> list[tuple[int, int]]:
+        """The (shard_id, num_shards) of each identified open connection, in order; (0, 1) for an unsharded one."""
+        return sorted(c.shard or (0, 1) for c in self._live_connections())
+
+    def connection(self, shard_id: int = 0) -> GatewayConnection:
+        """The latest identified open connection of a shard (shard 0 is an unsharded client's one connection)."""
+        live = [c for c in self._live_connections() if (c.shard or (0, 1))[0] == shard_id]
+        if not live:
+            raise StandinError(f"no connection of shard {shard_id}; shards connected: {self.shards}")
+        return live[-1]
+
+    def _live_connections(self) -> list[GatewayConnection]:
+        return [c for c in self._connections if c.open and c.identified]
+
+    def _connection_for(self, guild_id: int | None) -> GatewayConnection | None:
+        """The connection Discord sends a guild's events on (the latest identified one of the owning shard)."""
+        live = [c for c in self._live_connections() if c.owns(guild_id)]
         return live[-1] if live else None
 
-    async def wait_for_connection(self, timeout: float = 10.0, *, identifies: int | None = None) -> None:
-        """Wait until a client has identified (optionally: until the gateway has seen this many IDENTIFYs)."""
-        await self._wait(lambda: self.connected and (identifies is None or self.identifies >= identifies),
+    async def wait_for_connection(self, timeout: float = 10.0, *, identifies: int | None = None,
+                                  shards: int | None = None) -> None:
+        """Wait until a client has identified (optionally: until the gateway has seen this many IDENTIFYs, or
+        this many shards are connected)."""
+        await self._wait(lambda: self.connected and (identifies is None or self.identifies >= identifies)
+                         and (shards is None or len(self.shards) >= shards),
                          timeout, lambda: f"no client identified on the gateway within {timeout}s"
-                                          f" (identifies so far: {self.identifies})")
+                                          f" (identifies so far: {self.identifies}; shards: {self.shards})")
 
     async def disconnect_clients(self, code: int = 4000) -> None:
         """Drop every gateway connection, as Discord does now and then; clients resume or re-identify."""
@@ -490,6 +530,54 @@ class DiscordStandin:
             data["id"] = chosen["id"]
         return await self._dispatch_interaction(3, member, channel, data, source=message)
 
+    async def react(self, user: str | User | Member, message: Message, emoji: str) -> None:
+        """A user adds a (unicode) emoji reaction to a message: the message counts it, and a bot with the reactions
+        intent gets MESSAGE_REACTION_ADD on the shard of the message's server."""
+        user, channel = self.user(user), self.channel(message.channel_id)
+        if message.deleted or message.ephemeral:
+            raise StandinError(f"message {message.id} cannot be reacted to (deleted or ephemeral)")
+        guild = self.guild_of(channel)
+        member = self.member(user, guild) if guild is not None else None
+        if member is not None and ~self.permissions(member, channel) & (ADD_REACTIONS | READ_MESSAGE_HISTORY):
+            raise StandinError(f"{user.name} may not add reactions in #{channel.name}")
+        reactions = message.data.setdefault("reactions", [])
+        entry = next((r for r in reactions if r["emoji"]["name"] == emoji), None)
+        if entry is None:
+            entry = {"count": 0, "count_details": {"burst": 0, "normal": 0}, "me": False, "me_burst": False,
+                     "emoji": {"id": None, "name": emoji}, "burst_colors": []}
+            reactions.append(entry)
+        entry["count"] += 1
+        entry["count_details"]["normal"] += 1
+        entry["me"] = entry["me"] or user.id == self.bot_user.id
+        data: dict[str, Any] = {"user_id": str(user.id), "channel_id": str(channel.id), "message_id": str(message.id),
+                                "emoji": {"id": None, "name": emoji}, "message_author_id": str(message.author_id),
+                                "burst": False, "burst_colors": [], "type": 0}
+        if guild is not None and member is not None:
+            data["guild_id"] = str(guild.id)
+            data["member"] = member.to_dict()
+        await self._notify()
+        intent = DIRECT_MESSAGE_REACTIONS_INTENT if guild is None else GUILD_MESSAGE_REACTIONS_INTENT
+        await self._broadcast("MESSAGE_REACTION_ADD", data, channel, intent=intent)
+
+    async def message_command(self, user: str | User | Member, message: Message, command: str) -> Interaction:
+        """A user runs a message context-menu command (Apps → `command`) on a message: a type 3 command whose
+        interaction data names the message (`target_id`) and carries it in `resolved.messages`."""
+        channel = self.channel(message.channel_id)
+        guild = self.guild_of(channel)
+        if guild is None:
+            raise StandinError("context-menu commands in DMs are not supported by the stand-in")
+        if message.deleted or message.ephemeral:
+            raise StandinError(f"message {message.id} has no context menu (deleted or ephemeral)")
+        member = self.member(user, guild)
+        definition, guild_scoped = await self._synced_command(command, guild, kind=3)
+        self._check_can_use(member, channel, definition)
+        data: dict[str, Any] = {"id": definition["id"], "name": definition["name"], "type": 3,
+                                "target_id": str(message.id),
+                                "resolved": {"messages": {str(message.id): copy.deepcopy(message.data)}}}
+        if guild_scoped:
+            data["guild_id"] = str(guild.id)
+        return await self._dispatch_interaction(2, member, channel, data)
+
     async def forge_click(self, user: str | User | Member, message: Message, custom_id: str) -> Interaction:
         """A modified client sends a button click with a custom_id of its choosing, which the message needn't carry.
 
@@ -504,13 +592,15 @@ class DiscordStandin:
         return await self._dispatch_interaction(3, member, channel, {"custom_id": custom_id, "component_type": 2},
                                                 source=message)
 
-    async def _synced_command(self, name: str, guild: Guild, timeout: float = 5.0) -> tuple[dict[str, Any], bool]:
+    async def _synced_command(self, name: str, guild: Guild, timeout: float = 5.0,
+                              kind: int = 1) -> tuple[dict[str, Any], bool]:
+        """A synced command of this kind (1 slash, 2 user menu, 3 message menu) by name: the server's, else global."""
         def lookup() -> tuple[dict[str, Any], bool] | None:
             for cmd in self.guild_commands.get(guild.id, []):
-                if cmd["name"] == name and cmd.get("type", 1) == 1:
+                if cmd["name"] == name and cmd.get("type", 1) == kind:
                     return cmd, True
             for cmd in self.global_commands:
-                if cmd["name"] == name and cmd.get("type", 1) == 1:
+                if cmd["name"] == name and cmd.get("type", 1) == kind:
                     return cmd, False
             return None
 
@@ -618,8 +708,10 @@ class DiscordStandin:
 
     async def _dispatch_interaction(self, type: int, member: Member, channel: Channel, data: dict[str, Any],
                                     source: Message | None = None) -> Interaction:
-        await self.wait_for_connection()
-        conn = self._active_connection()
+        await self._wait(lambda: self._connection_for(channel.guild_id) is not None, 10.0,
+                         lambda: f"no gateway connection (shard) owns server {channel.guild_id} within 10s;"
+                                 f" shards connected: {self.shards}")
+        conn = self._connection_for(channel.guild_id)
         assert conn is not None
         interaction_id = self._ids.next()
         token = f"aW50ZXJhY3Rpb246{interaction_id}:{secrets.token_urlsafe(48)}"
@@ -694,6 +786,7 @@ class DiscordStandin:
                 await conn.send(9, False)
             else:
                 conn.identified, conn.session_id = True, d.get("session_id")
+                conn.shard = self._session_shards.get(conn.session_id)  # a session keeps its shard
                 await conn.dispatch("RESUMED", {"_trace": ["standin"]})
                 await self._notify()
         elif op == 8:
@@ -708,9 +801,18 @@ class DiscordStandin:
         if d.get("token") != self.token:
             await conn.ws.close(code=4004, message=b"Authentication failed.")
             return
+        shard = d.get("shard")
+        if shard is not None:
+            valid = (isinstance(shard, list) and len(shard) == 2 and all(type(n) is int for n in shard)
+                     and 0 <= shard[0] < shard[1])
+            if not valid:
+                await conn.ws.close(code=4010, message=b"Invalid shard.")
+                return
+            conn.shard = (shard[0], shard[1])
         self.identifies += 1
         conn.intents = int(d.get("intents", 0))
         conn.session_id = secrets.token_hex(16)
+        self._session_shards[conn.session_id] = conn.shard
         ready: dict[str, Any] = {
             "v": 10,
             "user": {**self.bot_user.to_dict(), "verified": True, "mfa_enabled": False, "email": None},
@@ -740,13 +842,14 @@ class DiscordStandin:
         await self._notify()
 
     def _guilds_for(self, conn: GatewayConnection) -> list[Guild]:
-        """The servers a gateway connection hears about: all of them (one shard). With shards this becomes
-        Discord's ``(guild_id >> 22) % num_shards == shard_id``, and events go to the guild's own connection."""
-        return list(self.guilds)
+        """The servers a gateway connection hears about: all of them unsharded, else those of its shard
+        (Discord's ``(guild_id >> 22) % num_shards == shard_id``)."""
+        return [g for g in self.guilds if conn.owns(g.id)]
 
-    async def _broadcast(self, event: str, data: dict[str, Any], channel: Channel) -> None:
-        conn = self._active_connection()
-        intent = DIRECT_MESSAGES_INTENT if channel.type == 1 else GUILD_MESSAGES_INTENT
+    async def _broadcast(self, event: str, data: dict[str, Any], channel: Channel, intent: int | None = None) -> None:
+        conn = self._connection_for(channel.guild_id)
+        if intent is None:
+            intent = DIRECT_MESSAGES_INTENT if channel.type == 1 else GUILD_MESSAGES_INTENT
         if conn is not None and conn.intents & intent:
             await conn.dispatch(event, data)
 
@@ -917,7 +1020,8 @@ class DiscordStandin:
         return {"url": self.gateway_url}
 
     async def _get_gateway_bot(self, **_: Any) -> dict[str, Any]:
-        return {"url": self.gateway_url, "shards": 1,
+        shards = self.recommended_shards or max(1, -(-len(self.guilds) // 1000))  # Discord: one per 1,000 servers
+        return {"url": self.gateway_url, "shards": shards,
                 "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 86_400_000,
                                         "max_concurrency": 1}}
 
@@ -1097,7 +1201,10 @@ class DiscordStandin:
         return copy.deepcopy(message.data)
 
     async def _delete_channel_message(self, channel_id: str, message_id: str, **_: Any) -> None:
-        await self._delete_message(self._visible_message(channel_id, message_id))
+        message = self._visible_message(channel_id, message_id)
+        if message.author_id != self.bot_user.id:  # anyone's message needs Manage Messages; its own, nothing
+            self._check_bot_permission(self._channel_by_id(channel_id), MANAGE_MESSAGES)
+        await self._delete_message(message)
 
     # -- REST: interactions and their webhooks -----------------------------------------------------------------
 
@@ -1305,15 +1412,18 @@ class DiscordStandin:
         if interaction is not None:
             data["webhook_id"] = str(self.application_id)
             data["application_id"] = str(self.application_id)
+            command_type = interaction.data.get("type", 1) if interaction.type == 2 else None
             if interaction.type == 2 and not followup:
-                data["type"] = 20  # CHAT_INPUT_COMMAND
+                data["type"] = 20 if command_type == 1 else 23  # CHAT_INPUT_COMMAND, CONTEXT_MENU_COMMAND
             metadata: dict[str, Any] = {
                 "id": str(interaction.id), "type": interaction.type, "user": interaction.user.to_dict(),
                 "authorizing_integration_owners": {"0": str(channel.guild_id or self.guild.id)},
             }
             if interaction.type == 2:
                 metadata["name"] = self._command_path(interaction.data)
-                metadata["command_type"] = 1
+                metadata["command_type"] = command_type
+                if command_type == 3:
+                    metadata["target_message_id"] = interaction.data["target_id"]
                 data["interaction"] = {"id": str(interaction.id), "type": 2, "name": metadata["name"],
                                        "user": interaction.user.to_dict()}
             else:

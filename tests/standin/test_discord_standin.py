@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import discord as dpy
 import pytest
 import pytest_asyncio
@@ -68,10 +69,10 @@ async def imagine(interaction: dpy.Interaction, prompt: str, aspect: str = "1:1"
 class TinyBot(commands.Bot):
     """One global slash command, one guild command group, one persistent button."""
 
-    def __init__(self, guild_id: int) -> None:
+    def __init__(self, guild_id: int, **options) -> None:
         # discord.py waits guild_ready_timeout (2 s by default) after the last GUILD_CREATE before on_ready.
         super().__init__(command_prefix=commands.when_mentioned, intents=dpy.Intents.default(),
-                         guild_ready_timeout=0.1)
+                         guild_ready_timeout=0.1, **options)
         self.guild_id = guild_id
         self.seen: list[tuple[str, dict]] = []
         self.clicks: list[tuple[str, int]] = []
@@ -99,8 +100,12 @@ class TinyBot(commands.Bot):
         return await asyncio.wait_for(self.failures.get(), timeout)
 
 
-async def start_bot(discord: DiscordStandin) -> tuple[TinyBot, asyncio.Task]:
-    bot = TinyBot(discord.guild.id)
+class ShardedTinyBot(TinyBot, commands.AutoShardedBot):
+    """The same bot on one gateway connection per shard."""
+
+
+async def start_bot(discord: DiscordStandin, cls: type[TinyBot] = TinyBot, **options) -> tuple[TinyBot, asyncio.Task]:
+    bot = cls(discord.guild.id, **options)
     task = asyncio.create_task(bot.start(discord.token))
     ready = asyncio.create_task(bot.wait_until_ready())
     done, _ = await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
@@ -437,3 +442,118 @@ async def test_a_forged_click_sends_a_custom_id_the_message_does_not_carry(disco
     assert forged.payload["data"]["custom_id"] == "tiny:reroll:8"
     assert forged.payload["message"]["id"] == str(result.id)
     assert bot.clicks == [("bob", 7)] and forged.ack is None
+
+
+def _guild_events(conn, event: str) -> list[str]:
+    """The server of each `event` sent on a connection (a GUILD_CREATE's own id; a DM's event: its own id)."""
+    return [data.get("guild_id") or data["id"] for name, data in conn.dispatched if name == event]
+
+
+async def test_two_shards_each_get_ready_with_their_own_server_and_its_interactions(discord):
+    """IDENTIFY [id, 2]: each shard's READY and GUILD_CREATE name only its server; events follow the guild."""
+    bot, task = await start_bot(discord, ShardedTinyBot, shard_count=2)
+    try:
+        assert discord.shards == [(0, 2), (1, 2)]
+        a, b = discord.guild, discord.other_guild
+        assert ((a.id >> 22) % 2, (b.id >> 22) % 2) == (0, 1)
+        first, second = discord.connection(0), discord.connection(1)
+        for conn, guild in ((first, a), (second, b)):
+            ready = next(data for name, data in conn.dispatched if name == "READY")
+            assert ready["shard"] == [conn.shard[0], 2] and [g["id"] for g in ready["guilds"]] == [str(guild.id)]
+            assert _guild_events(conn, "GUILD_CREATE") == [str(guild.id)]
+        assert {g.id: g.shard_id for g in bot.guilds} == {a.id: 0, b.id: 1}
+
+        here = await (await discord.slash(discord.carol, "elsewhere", "imagine", prompt="x")).response_message()
+        there = await (await discord.slash(discord.bob, "general", "imagine", prompt="y")).response_message()
+        assert here.content == there.content == "done"
+        assert _guild_events(first, "INTERACTION_CREATE") == [str(a.id)]
+        assert _guild_events(second, "INTERACTION_CREATE") == [str(b.id)]
+        assert _guild_events(first, "MESSAGE_CREATE") == [str(a.id)]
+        assert _guild_events(second, "MESSAGE_CREATE") == [str(b.id)]
+
+        dm = await (await bot.fetch_user(discord.alice.id)).send("hello")  # a DM's events come on shard 0
+        assert [d["id"] for n, d in first.dispatched if n == "MESSAGE_CREATE" and "guild_id" not in d] == [str(dm.id)]
+        assert not [d for n, d in second.dispatched if n == "MESSAGE_CREATE" and "guild_id" not in d]
+    finally:
+        await stop_bot(bot, task)
+
+
+async def test_gateway_bot_recommends_a_shard_count_that_an_auto_sharded_bot_follows(discord):
+    """GET /gateway/bot says `shards`: one per 1,000 servers, or what the test sets; AutoShardedBot uses it."""
+    http = dpy.http.HTTPClient(asyncio.get_running_loop())
+    await http.static_login(discord.token)
+    try:
+        assert (await http.get_bot_gateway())[0] == 1
+        discord.recommended_shards = 2
+        assert (await http.get_bot_gateway())[0] == 2
+    finally:
+        await http.close()
+    bot, task = await start_bot(discord, ShardedTinyBot)
+    try:
+        assert discord.shards == [(0, 2), (1, 2)] and bot.shard_count == 2
+    finally:
+        await stop_bot(bot, task)
+
+
+async def test_an_identify_with_an_impossible_shard_is_closed_with_4010(discord):
+    """IDENTIFY with shard [2, 2] gets Discord's close code 4010 (Invalid shard) and no READY."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(discord.gateway_url) as ws:
+        assert (await ws.receive_json())["op"] == 10
+        await ws.send_json({"op": 2, "d": {"token": discord.token, "intents": 0, "shard": [2, 2],
+                                           "properties": {}}})
+        closed = await ws.receive()
+        assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4010
+    assert not discord.connected and discord.identifies == 0
+
+
+async def test_a_reaction_reaches_the_bot_as_a_raw_reaction_event_with_the_member(discord, bot):
+    """❌ on a bot message: the message counts it and MESSAGE_REACTION_ADD (default intents) brings the member."""
+    result = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox")).response_message()
+    seen = asyncio.ensure_future(bot.wait_for("raw_reaction_add", timeout=5))
+    await discord.react(discord.bob, result, "❌")
+
+    event = await seen
+    assert (event.message_id, event.channel_id, event.guild_id) == (result.id, result.channel_id, discord.guild.id)
+    assert (event.user_id, event.member.name, event.emoji.name) == (discord.bob.id, "bob", "❌")
+    assert event.message_author_id == discord.bot_user.id
+    assert result.data["reactions"][0]["count"] == 1 and result.data["reactions"][0]["emoji"]["name"] == "❌"
+    with pytest.raises(StandinError, match="not a member"):
+        await discord.react(discord.carol, result, "❌")
+
+
+async def test_a_message_context_menu_command_gets_its_target_message(discord, bot):
+    """A type 3 command on a message: the handler gets the resolved message (target_id) and answers privately."""
+    got = []
+
+    async def describe(interaction: dpy.Interaction, message: dpy.Message) -> None:
+        got.append((interaction.user.name, message.id, message.content, message.author.id))
+        await interaction.response.send_message(f"that says {message.content!r}", ephemeral=True)
+
+    bot.tree.add_command(app_commands.ContextMenu(name="Describe it", callback=describe))
+    await bot.tree.sync()
+    assert [c["type"] for c in discord.global_commands if c["name"] == "Describe it"] == [3]
+    said = await discord.say(discord.alice, "general", "hello there")
+
+    run = await discord.message_command(discord.bob, said, "Describe it")
+
+    reply = await run.response_message()
+    assert got == [("bob", said.id, "hello there", discord.alice.id)]
+    assert reply.ephemeral and reply.content == "that says 'hello there'"
+    assert run.payload["data"]["target_id"] == str(said.id) and reply.data["type"] == 23
+    with pytest.raises(StandinError, match="is not synced"):
+        await discord.message_command(discord.bob, said, "imagine")
+
+
+async def test_a_bot_deletes_its_own_message_but_needs_manage_messages_for_a_members(discord, bot):
+    """DELETE of the bot's own message removes it (MESSAGE_DELETE follows); a member's one is refused 403."""
+    result = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox")).response_message()
+    said = await discord.say(discord.alice, "general", "mine")
+    channel = bot.get_channel(discord.channel("general").id)
+    deleted = asyncio.ensure_future(bot.wait_for("raw_message_delete", timeout=5))
+
+    await channel.get_partial_message(result.id).delete()
+    with pytest.raises(dpy.Forbidden):
+        await channel.get_partial_message(said.id).delete()
+
+    assert (await deleted).message_id == result.id
+    assert discord.messages("general") == [said] and result.deleted
