@@ -25,6 +25,7 @@ EXTENSIONS = (
     "bot.cogs.buttons",
     "bot.cogs.queue",
     "bot.cogs.limits",
+    "bot.cogs.settings",
 )
 
 def use_discord_endpoints(api_base: str, gateway_url: str) -> None:
