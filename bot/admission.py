@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.errors import UserError
-from bot.parsing import MAX_STEPS, find_banned, new_seeds, parse_imagine, remix_text
+from bot.parsing import MAX_STEPS, find_banned, new_seeds, parse_imagine, remix_text, split_flags
 from bot.replies import tell, token_expiry
 from bot.store import Job, Limits, Preferences
 
@@ -114,7 +114,8 @@ async def remix(interaction: discord.Interaction[ImagineBot], action: str, job_i
     preferences = await bot.store.preferences(interaction.guild_id, interaction.user.id)
     edited = parse_imagine(text, bot.engine.defaults, max_steps=MAX_STEPS, default_aspect=preferences.aspect)
     kind, recipe = follow_up(parent, action, index, preferences)
-    recipe |= {k: v for k, v in edited.to_dict().items() if k != "seeds"} | {"remix": True}
+    seeded = "seed" in split_flags(text)[1]  # new seeds, as the button would, unless the member typed --seed
+    recipe |= {k: v for k, v in edited.to_dict().items() if k != "seeds" or seeded} | {"remix": True}
     if kind == "variation":  # made from the source image: its size, whatever --ar says
         recipe |= {"width": parent.recipe["width"], "height": parent.recipe["height"],
                    "aspect": parent.recipe.get("aspect", "1:1")}

@@ -48,6 +48,8 @@ async def test_settings_persist_across_a_restart_and_the_suffix_and_default_aspe
     made = recipe(plain)
     width, height = size_for_aspect(64, "3:2")
     assert (made["prompt"], made["Negative prompt"], made["Size"]) == ("a fox golden hour", "text", f"{width}x{height}")
+    varied = await (await discord.click(discord.alice, plain, "V1")).wait_for(has_grid, GRID_TIMEOUT)
+    assert "Variations (subtle) of image #1" in varied.content  # V1-V4 follow the variation mode
     flagged = await (await discord.slash(discord.alice, "general", "imagine", prompt="a cat --ar 1:1 --no dogs",
                                          aspect="16:9")).wait_for(has_grid, GRID_TIMEOUT)
     made = recipe(flagged)  # the option beats the prompt's flag, and the prompt's flag beats the suffix's
