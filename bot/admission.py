@@ -132,12 +132,14 @@ async def _check_index(interaction: discord.Interaction[ImagineBot], parent: Job
 
 def follow_up(parent: Job, action: str, index: int, preferences: Preferences) -> tuple[str, dict]:
     """The kind and recipe of the job a button makes from `parent`."""
-    recipe = {k: parent.recipe[k] for k in ("prompt", "negative_prompt", "steps", "guidance", "aspect") if k in parent.recipe}
+    kept = ("prompt", "negative_prompt", "steps", "guidance", "aspect")
+    recipe = {k: parent.recipe[k] for k in kept if k in parent.recipe}
     # An upscale's recipe keeps the size of its source, so variations of it come out at the grid's size.
     size = {"width": parent.recipe["width"], "height": parent.recipe["height"]}
     if action == "r":
         kind = "reroll" if parent.kind in ("imagine", "reroll") else parent.kind
-        source = {k: parent.recipe[k] for k in ("source_job", "source_index", "strength", "strength_name") if k in parent.recipe}
+        kept = ("source_job", "source_index", "strength", "strength_name")
+        source = {k: parent.recipe[k] for k in kept if k in parent.recipe}
         return kind, recipe | size | source | {"seeds": list(new_seeds())}
     if action == "u":
         seed = (parent.result or {}).get("seeds", parent.recipe["seeds"])[index - 1]

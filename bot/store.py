@@ -936,7 +936,8 @@ class Store:
         return Preferences(remix=bool(row["remix"]), variation=row["variation"], aspect=row["aspect"],
                            suffix=row["suffix"])
 
-    async def reset_preferences(self, guild_id: int, user_id: int, keys: Sequence[str] = PREFERENCE_KEYS) -> Preferences:
+    async def reset_preferences(self, guild_id: int, user_id: int,
+                                keys: Sequence[str] = PREFERENCE_KEYS) -> Preferences:
         """Put the named preferences (by default all) back to their defaults; returns what the member has now."""
         defaults = Preferences()
         return await self.set_preferences(guild_id, user_id, **{key: getattr(defaults, key) for key in keys})

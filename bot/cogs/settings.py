@@ -68,7 +68,10 @@ async def change(interaction: discord.Interaction[ImagineBot], owner_id: int, **
 BUTTONS = {"remix": "Remix mode", "strong": "Strong variations", "subtle": "Subtle variations", "reset": "Reset"}
 
 
-class SettingsButton(discord.ui.DynamicItem[discord.ui.Button], template=r"settings:(?P<user>[0-9]{1,20}):(?P<what>remix|strong|subtle|reset)"):
+BUTTON_TEMPLATE = r"settings:(?P<user>[0-9]{1,20}):(?P<what>remix|strong|subtle|reset)"
+
+
+class SettingsButton(discord.ui.DynamicItem[discord.ui.Button], template=BUTTON_TEMPLATE):
     """``settings:<user id>:<what>``: Remix mode toggles, Strong/Subtle set the variation mode, Reset resets."""
 
     def __init__(self, user_id: int, what: str, preferences: Preferences | None = None) -> None:

@@ -44,7 +44,8 @@ async def test_settings_persist_across_a_restart_and_the_suffix_and_default_aspe
     await update(await discord.click(discord.alice, panel, "Remix mode: on"))  # a panel from before the restart
     assert "Remix mode: **off**" in panel.content
 
-    plain = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox")).wait_for(has_grid, GRID_TIMEOUT)
+    plain = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox")).wait_for(
+        has_grid, GRID_TIMEOUT)
     made = recipe(plain)
     width, height = size_for_aspect(64, "3:2")
     assert (made["prompt"], made["Negative prompt"], made["Size"]) == ("a fox golden hour", "text", f"{width}x{height}")
@@ -75,7 +76,7 @@ async def test_a_suffix_goes_through_the_checks_of_a_prompt(discord, bot):
 
 
 async def test_remix_opens_the_prompt_to_edit_and_refuses_a_banned_word(discord, bot):
-    """With Remix on, 🔄 opens "Remix" holding the prompt and flags; the edit is the new job's; a banned word isn't."""
+    """With Remix on, 🔄 opens "Remix" with the prompt and flags; the edit makes the new job, a banned word not."""
     await update(await discord.click(discord.alice, await open_settings(discord, discord.alice), "Remix mode: off"))
     grid = await (await discord.slash(discord.alice, "general", "imagine",
                                       prompt="a red fox --ar 3:2 --no text")).wait_for(has_grid, GRID_TIMEOUT)

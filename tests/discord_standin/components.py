@@ -69,7 +69,8 @@ def _check_text_input(where: str, text: dict[str, Any], seen: set[str]) -> None:
     custom_id = text.get("custom_id")
     _length(f"{where}.custom_id", custom_id, 1, CUSTOM_ID_MAX)
     if custom_id in seen:
-        raise FormError(f"{where}.custom_id", "Component custom id cannot be duplicated", "COMPONENT_CUSTOM_ID_DUPLICATED")
+        raise FormError(f"{where}.custom_id", "Component custom id cannot be duplicated",
+                        "COMPONENT_CUSTOM_ID_DUPLICATED")
     seen.add(custom_id)
     if text.get("style") not in (1, 2):
         raise FormError(f"{where}.style", "Value must be one of (1, 2).", "BASE_TYPE_CHOICES")
@@ -91,7 +92,8 @@ def check_select(where: str, select: dict[str, Any]) -> None:
         raise FormError(f"{where}.options", f"Must be between 1 and {SELECT_OPTIONS_MAX} in length.")
     values = [o.get("value") for o in options]
     if len(set(values)) != len(values):
-        raise FormError(f"{where}.options", "Select option values must be unique.", "SELECT_COMPONENT_OPTION_VALUE_DUPLICATED")
+        raise FormError(f"{where}.options", "Select option values must be unique.",
+                        "SELECT_COMPONENT_OPTION_VALUE_DUPLICATED")
     for n, option in enumerate(options):
         _length(f"{where}.options.{n}.label", option.get("label"), 1, 100)
         _length(f"{where}.options.{n}.value", option.get("value"), 1, 100)
@@ -117,7 +119,8 @@ def modal_submit_data(modal: dict[str, Any], values: dict[str, str]) -> dict[str
     inputs = {text["custom_id"]: text for text in text_inputs(modal)}
     unknown = set(values) - set(inputs)
     if unknown:
-        raise StandinError(f"the modal {modal.get('title')!r} has no text input {sorted(unknown)}; it has {list(inputs)}")
+        raise StandinError(f"the modal {modal.get('title')!r} has no text input {sorted(unknown)};"
+                           f" it has {list(inputs)}")
     typed: dict[str, str] = {}
     for custom_id, text in inputs.items():
         value = values.get(custom_id, text.get("value") or "")

@@ -1316,7 +1316,8 @@ class DiscordStandin:
                     except FormError as error:
                         raise invalid_form(error.field, error.message, error.code) from None
                 if item.get("type") == 3 and len(row["components"]) > 1:
-                    raise invalid_form("components", "A select takes a whole action row.", "COMPONENT_LAYOUT_WIDTH_EXCEEDED")
+                    raise invalid_form("components", "A select takes a whole action row.",
+                                       "COMPONENT_LAYOUT_WIDTH_EXCEEDED")
         if not allow_empty and not (content or payload.get("embeds") or has_files or rows or payload.get("poll")
                                     or payload.get("sticker_ids")):
             raise DiscordError(400, "Cannot send an empty message", 50006)
