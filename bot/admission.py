@@ -93,8 +93,10 @@ async def click(interaction: discord.Interaction[ImagineBot], action: str, job_i
     bot = interaction.client
     parent = await clicked_job(interaction, job_id)
     await _check_index(interaction, parent, action, index)
-    preferences = await bot.store.preferences(interaction.guild_id, interaction.user.id)
-    if action in REMIXABLE and preferences.remix:
+    preferences = Preferences()
+    if action in REMIXABLE:  # U1-U4 need none: no Remix, no variation mode
+        preferences = await bot.store.preferences(interaction.guild_id, interaction.user.id)
+    if preferences.remix:
         text = remix_text(parent.recipe, bot.engine.defaults)
         await interaction.response.send_modal(remix_modal(action, parent.id, index, text))
         return

@@ -49,12 +49,16 @@ def panel_view(user_id: int, preferences: Preferences) -> discord.ui.View:
     return view
 
 
-async def change(interaction: discord.Interaction[ImagineBot], owner_id: int, **changes: object) -> None:
-    """Save a change from the panel of `owner_id` (no changes: Reset) and redraw the panel in place."""
+def check_owner(interaction: discord.Interaction, owner_id: int) -> None:
     if interaction.user.id != owner_id:  # an ephemeral panel is seen by its member only, but custom ids are sent
         raise UserError("These settings are someone else's; `/settings` shows yours.")
     if interaction.guild_id is None:
         raise UserError("Settings are kept per server; use `/settings` in one.")
+
+
+async def change(interaction: discord.Interaction[ImagineBot], owner_id: int, **changes: object) -> None:
+    """Save a change from the panel of `owner_id` (no changes: Reset) and redraw the panel in place."""
+    check_owner(interaction, owner_id)
     store = interaction.client.store
     # One short write, then the update is the first response (well within Discord's 3 s).
     if changes:
@@ -93,7 +97,8 @@ class SettingsButton(discord.ui.DynamicItem[discord.ui.Button], template=BUTTON_
     async def callback(self, interaction: discord.Interaction[ImagineBot]) -> None:
         try:
             if self.what == "remix":
-                current = await interaction.client.store.preferences(interaction.guild_id, interaction.user.id)
+                check_owner(interaction, self.user_id)
+                current = await interaction.client.store.preferences(interaction.guild_id, self.user_id)
                 await change(interaction, self.user_id, remix=not current.remix)
             elif self.what == "reset":
                 await change(interaction, self.user_id)
