@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.errors import UserError
-from bot.parsing import find_banned, new_seeds
+from bot.parsing import MAX_STEPS, find_banned, new_seeds, parse_imagine, remix_text, split_flags
 from bot.replies import tell, token_expiry
-from bot.store import Job, Limits
+from bot.store import Job, Limits, Preferences
 
 if TYPE_CHECKING:
     from bot.bot import ImagineBot
@@ -81,36 +81,97 @@ async def clicked_job(interaction: discord.Interaction[ImagineBot], job_id: int)
     return job
 
 
+REMIXABLE = ("r", "v", "vs", "vx")  # with Remix on, these buttons first open the "Remix" modal
+
+
 async def click(interaction: discord.Interaction[ImagineBot], action: str, job_id: int, index: int) -> None:
-    """A grid or upscale button: make the follow-up job from the clicked job's stored recipe and images."""
+    """A grid or upscale button: make the follow-up job from the clicked job's stored recipe and images.
+
+    With the member's Remix mode on, the first response to 🔄 and the variation buttons is instead the "Remix"
+    modal (a modal must be the first response: nothing is deferred before it); its submission comes back to
+    `remix`."""
     bot = interaction.client
     parent = await clicked_job(interaction, job_id)
+    await _check_index(interaction, parent, action, index)
+    preferences = Preferences()
+    if action in REMIXABLE:  # U1-U4 need none: no Remix, no variation mode
+        preferences = await bot.store.preferences(interaction.guild_id, interaction.user.id)
+    if preferences.remix:
+        text = remix_text(parent.recipe, bot.engine.defaults)
+        await interaction.response.send_modal(remix_modal(action, parent.id, index, text))
+        return
+    await interaction.response.defer(thinking=True)  # this click starts a job: its message is public
+    kind, recipe = follow_up(parent, action, index, preferences)
+    await submit(interaction, kind, recipe, parent=parent)
+
+
+async def remix(interaction: discord.Interaction[ImagineBot], action: str, job_id: int, index: int, text: str) -> None:
+    """The "Remix" modal was submitted: the button's job again, with the prompt the member edited.
+
+    The text is parsed and checked like /imagine text (its flags, the channel's limits, banned words); the suffix
+    isn't added again, since the prompt in the modal already carries it. A variation keeps its source's size."""
+    bot = interaction.client
+    parent = await clicked_job(interaction, job_id)
+    await _check_index(interaction, parent, action, index)
+    preferences = await bot.store.preferences(interaction.guild_id, interaction.user.id)
+    edited = parse_imagine(text, bot.engine.defaults, max_steps=MAX_STEPS, default_aspect=preferences.aspect)
+    kind, recipe = follow_up(parent, action, index, preferences)
+    seeded = "seed" in split_flags(text)[1]  # new seeds, as the button would, unless the member typed --seed
+    recipe |= {k: v for k, v in edited.to_dict().items() if k != "seeds" or seeded} | {"remix": True}
+    if kind == "variation":  # made from the source image: its size, whatever --ar says
+        recipe |= {"width": parent.recipe["width"], "height": parent.recipe["height"],
+                   "aspect": parent.recipe.get("aspect", "1:1")}
+    await submit(interaction, kind, recipe, parent=parent)
+
+
+async def _check_index(interaction: discord.Interaction[ImagineBot], parent: Job, action: str, index: int) -> None:
     if action in ("u", "v", "vs", "vx"):
         if parent.images_pruned:
-            await bot.store.image(parent.id, index)  # raises ImagesGone, which says how long images are kept
+            await interaction.client.store.image(parent.id, index)  # raises ImagesGone: says how long they're kept
         if not 1 <= index <= parent.image_count:
             raise UserError(f"Job #{parent.id} has no image #{index}.")
-    await interaction.response.defer(thinking=True)  # this click starts a job: its message is public
 
-    recipe = {k: parent.recipe[k] for k in ("prompt", "negative_prompt", "steps", "guidance", "aspect") if k in parent.recipe}
+
+def follow_up(parent: Job, action: str, index: int, preferences: Preferences) -> tuple[str, dict]:
+    """The kind and recipe of the job a button makes from `parent`."""
+    kept = ("prompt", "negative_prompt", "steps", "guidance", "aspect")
+    recipe = {k: parent.recipe[k] for k in kept if k in parent.recipe}
     # An upscale's recipe keeps the size of its source, so variations of it come out at the grid's size.
     size = {"width": parent.recipe["width"], "height": parent.recipe["height"]}
     if action == "r":
         kind = "reroll" if parent.kind in ("imagine", "reroll") else parent.kind
-        source = {k: parent.recipe[k] for k in ("source_job", "source_index", "strength", "strength_name") if k in parent.recipe}
-        recipe |= size | source | {"seeds": list(new_seeds())}
-    elif action == "u":
-        kind = "upscale"
+        kept = ("source_job", "source_index", "strength", "strength_name")
+        source = {k: parent.recipe[k] for k in kept if k in parent.recipe}
+        return kind, recipe | size | source | {"seeds": list(new_seeds())}
+    if action == "u":
         seed = (parent.result or {}).get("seeds", parent.recipe["seeds"])[index - 1]
-        recipe |= size | {"seeds": [seed], "source_job": parent.id, "source_index": index}
-    else:
-        kind = "variation"
-        name = "subtle" if action == "vs" else "strong"
-        recipe |= size | {
-            "seeds": list(new_seeds()),
-            "source_job": parent.id,
-            "source_index": index,
-            "strength": STRENGTHS[name],
-            "strength_name": name,
-        }
-    await submit(interaction, kind, recipe, parent=parent)
+        return "upscale", recipe | size | {"seeds": [seed], "source_job": parent.id, "source_index": index}
+    # V1-V4 use the member's variation mode; Vary (Subtle) and Vary (Strong) say theirs.
+    name = {"vs": "subtle", "vx": "strong"}.get(action, preferences.variation)
+    return "variation", recipe | size | {
+        "seeds": list(new_seeds()),
+        "source_job": parent.id,
+        "source_index": index,
+        "strength": STRENGTHS[name],
+        "strength_name": name,
+    }
+
+
+REMIX_TEMPLATE = r"imagine:remix:(?P<action>r|v|vs|vx):(?P<job>[1-9][0-9]{0,17}):(?P<index>[0-4])"
+REMIX_INPUT = "prompt"
+
+
+def remix_modal(action: str, job_id: int, index: int, text: str) -> discord.ui.Modal:
+    """The "Remix" modal: the job's prompt with its flags, to edit. Its submission is answered by the Buttons cog
+    from the custom_id alone (a restart between opening and submitting loses nothing)."""
+    modal = discord.ui.Modal(title="Remix", custom_id=f"imagine:remix:{action}:{job_id}:{index}", timeout=15 * 60)
+    modal.add_item(discord.ui.Label(
+        text="Prompt",
+        description="Edit the prompt and its flags (--ar --no --steps --guidance --seed).",
+        component=discord.ui.TextInput(custom_id=REMIX_INPUT, style=discord.TextStyle.paragraph,
+                                       default=text[:MAX_REMIX_TEXT], max_length=MAX_REMIX_TEXT),
+    ))
+    return modal
+
+
+MAX_REMIX_TEXT = 4000  # Discord's most for a text input

@@ -27,6 +27,7 @@ EXTENSIONS = (
     "bot.cogs.limits",
     "bot.cogs.show",
     "bot.cogs.delete",
+    "bot.cogs.settings",
 )
 
 def use_discord_endpoints(api_base: str, gateway_url: str) -> None:

@@ -1,8 +1,10 @@
 """Turn what a member typed into a complete, checked recipe.
 
 Midjourney habits work inside the prompt (``--ar 16:9 --seed 42 --no text, watermark --steps 30 --guidance 6``).
-When a value is given both as a slash-command option and as a flag in the prompt, the slash-command option wins:
-it is the more deliberate of the two, and it is what Discord shows in the command's summary.
+A member's suffix (/prefer suffix) is added to every prompt they send, flags and all. When a value is given more
+than once, the most deliberate one wins: a slash-command option (what Discord shows in the command's summary), then
+a flag in the prompt, then a flag in the suffix, then the member's default aspect ratio (/settings), then the
+model's default.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from engine.jobs import ASPECT_CHOICES, ModelDefaults, size_for_aspect
 MAX_ASPECT = 3.0  # widest (or tallest) ratio allowed for a free-form --ar
 MAX_PROMPT = 1000
 MAX_NEGATIVE = 1000
+MAX_SUFFIX = 500
 MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 IMAGES_PER_GRID = 4
+MAX_STEPS = 150  # what /imagine and a Remix accept; a channel's max_steps limit is checked at admission
 
 FLAG_ALIASES = {
     "ar": "aspect",
@@ -123,18 +127,25 @@ def parse_imagine(
     steps: int | None = None,
     guidance: float | None = None,
     max_steps: int = 150,
+    suffix: str = "",
+    default_aspect: str | None = None,
 ) -> Recipe:
-    """Resolve a prompt with inline flags and slash-command options into a full recipe."""
+    """Resolve a prompt with inline flags, the member's suffix and defaults, and slash-command options into a full
+    recipe (the order is in this module's docstring)."""
     prompt, flags = split_flags(_printable(text))
     if not any(unicodedata.category(c)[0] in "LNPS" for c in prompt):  # blank, or only invisible marks
         raise BadInput("The prompt is empty: describe the picture before any `--` options.")
+    if suffix:
+        suffix_text, suffix_flags = parse_suffix(suffix)
+        prompt = f"{prompt} {suffix_text}" if suffix_text else prompt
+        flags = suffix_flags | flags
     if len(prompt) > MAX_PROMPT:
         raise BadInput(f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT}.")
     negative_text = _printable(negative if negative is not None else flags.get("negative", "")).strip()
     if len(negative_text) > MAX_NEGATIVE:
         raise BadInput(f"The negative prompt is {len(negative_text)} characters long; the limit is {MAX_NEGATIVE}.")
 
-    aspect_text = aspect or flags.get("aspect") or "1:1"
+    aspect_text = aspect or flags.get("aspect") or default_aspect or "1:1"
     ratio = parse_aspect(aspect_text)
     width, height = size_for_aspect(defaults.size, f"{ratio[0]}:{ratio[1]}")
 
@@ -158,6 +169,32 @@ def parse_imagine(
         seeds=new_seeds(seed_value),
         aspect=f"{ratio[0]}:{ratio[1]}",
     )
+
+
+def parse_suffix(text: str) -> tuple[str, dict[str, str]]:
+    """A member's suffix split into its text and flags, checked like a prompt's (its values by parse_imagine)."""
+    text = _printable(text).strip()
+    if len(text) > MAX_SUFFIX:
+        raise BadInput(f"The suffix is {len(text)} characters long; the limit is {MAX_SUFFIX}.")
+    try:
+        return split_flags(text)
+    except BadInput as error:
+        raise BadInput(f"In your suffix (/prefer suffix): {error}") from None
+
+
+def remix_text(recipe: dict, defaults: ModelDefaults) -> str:
+    """A job's prompt with the flags that remake it (``a red fox --ar 3:2 --no text``), for a member to edit.
+
+    Parsed again by parse_imagine, it gives the same recipe but the seeds: steps and guidance appear only when they
+    differ from the model's defaults, the aspect always (a member's default aspect must not change it)."""
+    parts = [recipe["prompt"], f"--ar {recipe.get('aspect', '1:1')}"]
+    if recipe.get("negative_prompt"):
+        parts.append(f"--no {recipe['negative_prompt']}")
+    if recipe.get("steps", defaults.steps) != defaults.steps:
+        parts.append(f"--steps {recipe['steps']}")
+    if recipe.get("guidance", defaults.guidance) != defaults.guidance:
+        parts.append(f"--guidance {recipe['guidance']:.15g}")
+    return " ".join(parts)
 
 
 def _printable(text: str) -> str:

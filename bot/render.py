@@ -44,6 +44,8 @@ def headline(job: Job) -> str:
         source = f" — Variations ({job.recipe.get('strength_name', 'strong')}) of image #{job.recipe['source_index']}"
     elif job.kind == "reroll":
         source = " — Reroll"
+    if job.recipe.get("remix"):
+        source += " — Remix"
     return f"**{prompt}**{source} — <@{job.user_id}>"
 
 
@@ -109,7 +111,8 @@ def finished(job: Job, pictures: list[bytes], grid: bytes | None, *, parent: Job
     # 3. The embed says how it was made and where it came from.
     recipe = job.recipe
     embed = discord.Embed(colour=COLOUR, description=_clip(recipe["prompt"], 4000))
-    embed.set_author(name=f"{KIND_TITLES[job.kind]} · job #{job.id}")
+    remix = "Remix · " if recipe.get("remix") else ""
+    embed.set_author(name=f"{remix}{KIND_TITLES[job.kind]} · job #{job.id}")
     seeds = result.get("seeds") or recipe["seeds"]
     embed.add_field(name="Seed" if len(seeds) == 1 else "Seeds", value=", ".join(map(str, seeds)))
     embed.add_field(name="Size", value=f"{result.get('width', recipe['width'])}×{result.get('height', recipe['height'])}")

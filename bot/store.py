@@ -79,6 +79,19 @@ LIMIT_RANGES = {"jobs_per_hour": (1, 1000), "max_queued": (1, 100), "max_steps":
 
 
 @dataclass(frozen=True)
+class Preferences:
+    """A member's own preferences in one server (/settings, /prefer); the defaults for a member who set none."""
+
+    remix: bool = False  # 🔄 and the variation buttons first open a "Remix" modal with the prompt to edit
+    variation: str = "strong"  # what V1-V4 use: "strong" or "subtle" (bot/admission.py STRENGTHS)
+    aspect: str | None = None  # default aspect ratio of their prompts; None: the model's default
+    suffix: str = ""  # appended to every prompt they send (flags allowed)
+
+
+PREFERENCE_KEYS = ("remix", "variation", "aspect", "suffix")
+
+
+@dataclass(frozen=True)
 class Job:
     id: int
     kind: str
@@ -930,6 +943,50 @@ class Store:
             lambda db: _rowcount(db, "DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, word))
         )
         return removed == 1
+
+    # --- member preferences ----------------------------------------------------------------------------------
+
+    async def preferences(self, guild_id: int | None, user_id: int) -> Preferences:
+        """The member's preferences in this server, in one read; the defaults in DMs or if they set none."""
+        if guild_id is None:
+            return Preferences()
+        row = await self._read_one(
+            "SELECT remix, variation, aspect, suffix FROM preferences WHERE guild_id = ? AND user_id = ?",
+            (guild_id, user_id),
+        )
+        if row is None:
+            return Preferences()
+        return Preferences(remix=bool(row["remix"]), variation=row["variation"], aspect=row["aspect"],
+                           suffix=row["suffix"])
+
+    async def set_preferences(self, guild_id: int, user_id: int, **changes: object) -> Preferences:
+        """Change some of a member's preferences (the others keep their value) and return all of them."""
+        unknown = set(changes) - set(PREFERENCE_KEYS)
+        if unknown:
+            raise ValueError(f"unknown preferences {sorted(unknown)}; they are {PREFERENCE_KEYS}")
+        if changes.get("variation", "strong") not in ("strong", "subtle"):
+            raise ValueError(f"variation is 'strong' or 'subtle', not {changes['variation']!r}")
+        # One upsert of only the named columns (names from PREFERENCE_KEYS, values parameterised): a concurrent
+        # change of another preference by the same member is not lost.
+        columns = ", ".join(changes)
+        row = await self._write(
+            lambda db: fetch_one(
+                db,
+                f"INSERT INTO preferences (guild_id, user_id, {columns}) VALUES (?, ?{', ?' * len(changes)}) "
+                "ON CONFLICT (guild_id, user_id) DO UPDATE SET "
+                + ", ".join(f"{key} = excluded.{key}" for key in changes)
+                + " RETURNING remix, variation, aspect, suffix",
+                (guild_id, user_id, *(int(v) if isinstance(v, bool) else v for v in changes.values())),
+            )
+        )
+        return Preferences(remix=bool(row["remix"]), variation=row["variation"], aspect=row["aspect"],
+                           suffix=row["suffix"])
+
+    async def reset_preferences(self, guild_id: int, user_id: int,
+                                keys: Sequence[str] = PREFERENCE_KEYS) -> Preferences:
+        """Put the named preferences (by default all) back to their defaults; returns what the member has now."""
+        defaults = Preferences()
+        return await self.set_preferences(guild_id, user_id, **{key: getattr(defaults, key) for key in keys})
 
     # --- meta ------------------------------------------------------------------------------------------------
 

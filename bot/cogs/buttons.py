@@ -69,6 +69,9 @@ class Buttons(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is discord.InteractionType.modal_submit:
+            await self.remix_submitted(interaction)
+            return
         if interaction.type is not discord.InteractionType.component or interaction.message is None:
             return
         custom_id = (interaction.data or {}).get("custom_id", "")
@@ -82,6 +85,30 @@ class Buttons(commands.Cog):
             raise UserError("That button isn't on this message any more, so I can't use it.")
         except Exception as error:
             await report_error(interaction, error)
+
+    async def remix_submitted(self, interaction: discord.Interaction) -> None:
+        """A "Remix" modal (bot/admission.py remix_modal) was submitted: answered from its custom_id alone, so that
+        a modal opened before a restart still works after it."""
+        data = interaction.data or {}
+        match = re.fullmatch(admission.REMIX_TEMPLATE, data.get("custom_id", ""))
+        if match is None:
+            return
+        text = next((value for custom_id, value in _submitted(data.get("components", []))
+                     if custom_id == admission.REMIX_INPUT), "")
+        try:
+            await admission.remix(interaction, match["action"], int(match["job"]), int(match["index"]), text)
+        except Exception as error:
+            await report_error(interaction, error)
+
+
+def _submitted(components: list[dict]) -> list[tuple[str, str]]:
+    """(custom_id, value) of each text input of a modal submission, in labels or (the older form) action rows."""
+    found = []
+    for component in components:
+        for inner in [component.get("component") or {}, *component.get("components", [])]:
+            if "custom_id" in inner and "value" in inner:
+                found.append((inner["custom_id"], inner["value"]))
+    return found
 
 
 async def setup(bot: commands.Bot) -> None:

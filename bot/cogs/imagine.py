@@ -9,13 +9,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.admission import submit
-from bot.parsing import ASPECT_CHOICES, MAX_GUIDANCE, MAX_SEED, BadInput, parse_imagine
+from bot.parsing import ASPECT_CHOICES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, BadInput, parse_imagine
 from bot.replies import tell
 
 if TYPE_CHECKING:
     from bot.bot import ImagineBot
-
-MAX_STEPS = 150
 
 
 class Imagine(commands.Cog):
@@ -43,6 +41,8 @@ class Imagine(commands.Cog):
         steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
         guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] | None = None,
     ) -> None:
+        # One read before the answer: a refusal of what the member typed (their suffix included) stays private.
+        preferences = await self.bot.store.preferences(interaction.guild_id, interaction.user.id)
         try:
             recipe = parse_imagine(
                 prompt,
@@ -53,6 +53,8 @@ class Imagine(commands.Cog):
                 steps=steps,
                 guidance=guidance,
                 max_steps=MAX_STEPS,
+                suffix=preferences.suffix,
+                default_aspect=preferences.aspect,
             )
         except BadInput as error:
             await tell(interaction, str(error))

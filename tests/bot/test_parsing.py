@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.parsing import BadInput, find_banned, parse_imagine, split_flags
+from bot.parsing import BadInput, find_banned, parse_imagine, remix_text, split_flags
 from engine.jobs import ModelDefaults
 
 SD15 = ModelDefaults(steps=25, guidance=7.0, size=512, model="sd15", scheduler="PNDMScheduler")
@@ -69,3 +69,26 @@ def test_banned_words_match_whole_words_in_any_case():
     """Banned phrases match whole words regardless of case, not parts of other words."""
     assert find_banned("A Red Fox", ["red fox"]) == "red fox"
     assert find_banned("a redder foxglove", ["red fox", "fox"]) is None
+
+
+def test_a_suffix_joins_the_prompt_and_loses_to_the_prompts_flags_and_options():
+    """The suffix's words end the prompt; option > prompt flag > suffix flag > default aspect > model default."""
+    suffix = "golden hour --ar 16:9 --no text --steps 30"
+    recipe = parse_imagine("a fox --no snow", SD15, suffix=suffix, default_aspect="2:3")
+    assert recipe.prompt == "a fox golden hour" and recipe.negative_prompt == "snow"
+    assert (recipe.aspect, recipe.steps) == ("16:9", 30)  # the suffix's flags beat the member's default aspect
+    assert parse_imagine("a fox", SD15, suffix=suffix, aspect="1:1").aspect == "1:1"
+    assert parse_imagine("a fox", SD15, default_aspect="2:3").aspect == "2:3"
+    with pytest.raises(BadInput, match=r"In your suffix .*`--zoom` is not an option"):
+        parse_imagine("a fox", SD15, suffix="--zoom 2")
+
+
+@pytest.mark.parametrize("text", ["a red fox --ar 3:2 --no text", "a fox, at dusk --steps 12 --guidance 3.25",
+                                  "an owl --ar 9:16"])
+def test_a_remix_text_parses_back_to_the_same_recipe(text):
+    """remix_text writes a recipe as prompt and flags that give the same recipe again, but for new seeds."""
+    recipe = parse_imagine(text, SD15).to_dict()
+    again = parse_imagine(remix_text(recipe, SD15), SD15, default_aspect="21:9").to_dict()
+    assert {k: v for k, v in again.items() if k != "seeds"} == {k: v for k, v in recipe.items() if k != "seeds"}
+    assert remix_text(parse_imagine("a red fox --ar 3:2 --no text", SD15).to_dict(), SD15) == \
+        "a red fox --ar 3:2 --no text"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError
-from bot.store import INTERRUPTED_TOO_OFTEN, Limits, MigrationError, SchemaTooNew, Store, migrations_folder
+from bot.store import INTERRUPTED_TOO_OFTEN, Limits, MigrationError, Preferences, SchemaTooNew, Store, migrations_folder
 
 T0 = 1_700_000_000.0
 OPEN = Limits(jobs_per_hour=1000, max_queued=1000)  # limits that never refuse, for queue stories
@@ -651,3 +651,20 @@ async def test_store_imports_neither_discord_nor_torch_nor_engine():
     source = (Path(__file__).parents[2] / "bot" / "store.py").read_text()
     for name in ("discord", "torch", "engine"):
         assert f"import {name}" not in source and f"from {name}" not in source
+
+
+# --- member preferences -----------------------------------------------------------------------------------------
+
+
+async def test_preferences_are_per_member_and_server_and_a_change_keeps_the_others(store):
+    """Defaults until set; changing one preference keeps the rest; another server or member is untouched."""
+    assert await store.preferences(1, 10) == Preferences()
+    await store.set_preferences(1, 10, remix=True, suffix="--no text")
+    changed = await store.set_preferences(1, 10, aspect="16:9")
+    assert changed == Preferences(remix=True, aspect="16:9", suffix="--no text") == await store.preferences(1, 10)
+    assert await store.preferences(2, 10) == Preferences() == await store.preferences(1, 11)
+    assert await store.preferences(None, 10) == Preferences()  # direct messages keep no preferences
+    reset = await store.reset_preferences(1, 10, ("remix", "aspect"))
+    assert reset == Preferences(suffix="--no text")
+    with pytest.raises(ValueError, match="'strong' or 'subtle'"):
+        await store.set_preferences(1, 10, variation="wild")

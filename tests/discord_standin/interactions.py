@@ -18,7 +18,8 @@ class StandinError(AssertionError):
 
 @dataclass(frozen=True)
 class Ack:
-    """The interaction's first response: its callback type (4 message, 5 deferred, 6 deferred update, 7 update)."""
+    """The interaction's first response: its callback type (4 message, 5 deferred, 6 deferred update, 7 update,
+    9 modal)."""
 
     type: int
     elapsed: float  # seconds between dispatch and the response
@@ -51,6 +52,8 @@ class Interaction:
         self.followups: list[Message] = []
         self.refusals: list[dict[str, Any]] = []  # Discord errors this interaction's requests got
         self.source_edited = False  # whether this interaction has edited the clicked message
+        self.modal: dict[str, Any] | None = None  # the modal the bot opened in answer (callback type 9)
+        self.modal_submitted = False
 
     # -- what a test asks --------------------------------------------------------------------------------------
 
@@ -91,6 +94,14 @@ class Interaction:
         assert self.ack is not None
         return self.ack
 
+    async def opened_modal(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Wait for the bot to answer with a modal (callback type 9) and return the modal it sent."""
+        ack = await self.acked(timeout)
+        if self.modal is None:
+            raise StandinError(f"interaction {self.describe()} was answered with type {ack.type}, not a modal"
+                               f"{self._refusal_note()}; its messages: {self.messages}")
+        return self.modal
+
     async def response_message(self, timeout: float = 5.0) -> Message:
         """Wait for the original response message (after a defer: the placeholder that gets filled in later)."""
         await self._standin._wait(lambda: self.original is not None and not self.original.deleted, timeout,
@@ -116,7 +127,8 @@ class Interaction:
         return found[0]
 
     def describe(self) -> str:
-        what = f"/{self._standin._command_path(self.data)}" if self.type == 2 else f"click {self.custom_id!r}"
+        what = {2: f"/{self._standin._command_path(self.data)}", 5: f"modal {self.custom_id!r} submitted"}.get(
+            self.type, f"click {self.custom_id!r}")
         return f"{what} by {self.user.name} in #{self.channel.name}"
 
     def _refusal_note(self) -> str:

@@ -454,6 +454,11 @@ class MessageVersion:
         walk(self.components)
         return found
 
+    @property
+    def selects(self) -> list[dict[str, Any]]:
+        """Every string select in the message, out of its action rows."""
+        return [c for row in self.components for c in row.get("components", []) if c.get("type") == 3]
+
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} id={self.id} content={self.content[:60]!r} embeds={len(self.embeds)}"
                 f" attachments={[a.filename for a in self._attachments]} flags={self.flags}>")

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from aiohttp import WSMsgType, web
 
+from .components import FormError, check_modal, check_select, modal_submit_data, select_data
 from .interactions import Ack, Interaction, StandinError, wait_condition
 from .mentions import Mentions, MentionsRefused, resolve as resolve_mentions
 from .model import (
@@ -523,6 +524,7 @@ class DiscordStandin:
             raise StandinError(f"no button {button!r} on message {message.id}; its buttons: {shown}")
         if chosen.get("disabled"):
             raise StandinError(f"button {button!r} on message {message.id} is disabled; a user cannot click it")
+        self._check_can_see(member, message)
         if "custom_id" not in chosen:
             raise StandinError(f"button {button!r} is a link button (style {chosen.get('style')}); it opens a URL")
         data: dict[str, Any] = {"custom_id": chosen["custom_id"], "component_type": 2}
@@ -577,6 +579,41 @@ class DiscordStandin:
         if guild_scoped:
             data["guild_id"] = str(guild.id)
         return await self._dispatch_interaction(2, member, channel, data)
+
+    async def select(self, user: str | User | Member, message: Message, select: str, values: list[str]) -> Interaction:
+        """A user picks `values` in a string select of a message, found by its custom_id or placeholder."""
+        channel = self.channel(message.channel_id)
+        member = self.member(user, self.guild_of(channel))
+        self._check_can_see(member, message)
+        chosen = next((s for s in message.selects if select in (s.get("custom_id"), s.get("placeholder"))), None)
+        if chosen is None:
+            shown = [s.get("placeholder") or s.get("custom_id") for s in message.selects]
+            raise StandinError(f"no select {select!r} on message {message.id}; its selects: {shown}")
+        if chosen.get("disabled"):
+            raise StandinError(f"select {select!r} on message {message.id} is disabled; a user cannot use it")
+        return await self._dispatch_interaction(3, member, channel, select_data(chosen, values), source=message)
+
+    async def submit_modal(self, opened_by: Interaction, values: dict[str, str] | None = None) -> Interaction:
+        """The user who got a modal (callback type 9) fills it in and submits it: a MODAL_SUBMIT interaction.
+
+        `values` maps text input custom_ids to what the user typed; the others keep their pre-filled values.
+        Discord includes the message whose button opened the modal, so the bot may answer with an update (7).
+        """
+        if opened_by.modal is None:
+            raise StandinError(f"interaction {opened_by.describe()} did not open a modal (ack: {opened_by.ack})")
+        if opened_by.modal_submitted:
+            raise StandinError("that modal was already submitted; it closed")
+        data = modal_submit_data(opened_by.modal, values or {})
+        opened_by.modal_submitted = True
+        return await self._dispatch_interaction(5, opened_by.member, opened_by.channel, data,
+                                                source=opened_by.source_message)
+
+    def _check_can_see(self, member: Member, message: Message) -> None:
+        """Only the member an ephemeral message was shown to can see it, so only they can use its components."""
+        if message.deleted:
+            raise StandinError(f"message {message.id} was deleted; nobody can use its components")
+        if message.ephemeral and (message.interaction is None or message.interaction.user.id != member.user.id):
+            raise StandinError(f"message {message.id} is ephemeral: only the member it was shown to can see it")
 
     async def forge_click(self, user: str | User | Member, message: Message, custom_id: str) -> Interaction:
         """A modified client sends a button click with a custom_id of its choosing, which the message needn't carry.
@@ -1222,8 +1259,18 @@ class DiscordStandin:
         payload = body.json or {}
         kind = payload.get("type")
         data = payload.get("data") or {}
-        if kind in (6, 7) and interaction.type != 3:
+        # Updating the message (6, 7) is for clicks, and for a modal submit when a click opened the modal;
+        # a modal (9) can't answer a modal submit (5) or a ping (1).
+        from_message = interaction.type == 3 or interaction.type == 5 and interaction.source_message is not None
+        if kind in (6, 7) and not from_message or kind == 9 and interaction.type in (1, 5):
             self._refuse(interaction, 400, "Interaction callback type invalid for this interaction", 50035)
+        if kind == 9:
+            try:
+                check_modal(data)
+            except FormError as error:
+                interaction.refusals.append({"status": 400, "message": str(error), "code": 50035})
+                raise invalid_form(error.field, error.message, error.code) from None
+            interaction.modal = copy.deepcopy(data)
         if kind not in (1, 4, 5, 6, 7, 8, 9, 10, 12):
             self._refuse(interaction, 400, "Invalid interaction callback type", 50035)
         message: Message | None = None
@@ -1370,6 +1417,14 @@ class DiscordStandin:
             for item in row.get("components", []):
                 if len(item.get("custom_id") or "") > 100:
                     raise invalid_form("custom_id", "Must be 100 or fewer in length.", "BASE_TYPE_MAX_LENGTH")
+                if item.get("type") == 3:
+                    try:
+                        check_select("components", item)
+                    except FormError as error:
+                        raise invalid_form(error.field, error.message, error.code) from None
+                if item.get("type") == 3 and len(row["components"]) > 1:
+                    raise invalid_form("components", "A select takes a whole action row.",
+                                       "COMPONENT_LAYOUT_WIDTH_EXCEEDED")
         if not allow_empty and not (content or payload.get("embeds") or has_files or rows or payload.get("poll")
                                     or payload.get("sticker_ids")):
             raise DiscordError(400, "Cannot send an empty message", 50006)

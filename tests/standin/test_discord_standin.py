@@ -557,3 +557,93 @@ async def test_a_bot_deletes_its_own_message_but_needs_manage_messages_for_a_mem
 
     assert (await deleted).message_id == result.id
     assert discord.messages("general") == [said] and result.deleted
+
+
+class Rename(ui.Modal, title="Rename"):
+    """A modal opened from a click; its submission edits the clicked message (callback type 7)."""
+
+    name = ui.Label(text="New name", component=ui.TextInput(custom_id="name", default="a fox", max_length=50))
+
+    async def on_submit(self, interaction: dpy.Interaction) -> None:
+        try:
+            await interaction.response.send_modal(Rename())  # Discord: a modal can't answer a modal submit
+        except dpy.HTTPException as error:
+            interaction.client.failures.put_nowait(error)
+        await interaction.response.edit_message(content=f"renamed to {self.name.component.value}")
+
+
+async def test_a_click_opens_a_modal_whose_submission_updates_the_clicked_message(discord, bot):
+    """Callback 9 opens the modal; its submit (type 5) carries what was typed, and a modal can't answer it."""
+
+    async def post_with_button(interaction: dpy.Interaction) -> None:
+        await interaction.response.send_message("a fox", view=ui.View(timeout=None).add_item(Reroll(2)))
+
+    async def open_modal(interaction: dpy.Interaction, job: int) -> None:
+        await interaction.response.send_modal(Rename())
+
+    bot.on_imagine, bot.on_click = post_with_button, open_modal
+    result = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox")).response_message()
+    click = await discord.click(discord.alice, result, "Reroll")
+    modal = await click.opened_modal()
+    assert modal["title"] == "Rename" and modal["components"][0]["component"]["value"] == "a fox"
+    assert (await click.acked()).type == 9 and click.messages == []
+
+    with pytest.raises(StandinError, match="takes 0..50 characters"):
+        await discord.submit_modal(click, {"name": "x" * 51})  # the client stops the user, as Discord's does
+    submit = await discord.submit_modal(click, {"name": "a cat"})
+    typed = submit.payload["data"]["components"][0]
+    assert typed["type"] == 18 and typed["component"] | {"id": 0} == {"type": 4, "custom_id": "name", "value": "a cat",
+                                                                      "id": 0}
+    assert submit.payload["message"]["id"] == str(result.id)
+    error = await bot.failure()
+    assert isinstance(error, dpy.HTTPException) and (error.status, error.code) == (400, 50035)
+    await discord.wait_until(lambda: result.content == "renamed to a cat")
+    assert (await submit.acked()).type == 7
+    with pytest.raises(StandinError, match="already submitted"):
+        await discord.submit_modal(click)
+
+
+async def test_a_modal_over_discords_limits_is_refused_with_invalid_form_body(discord, bot):
+    """A 46-character title or a pre-filled value over 4000 characters gets 400 / 50035 naming the field."""
+
+    async def too_big(interaction: dpy.Interaction) -> None:
+        title = interaction.namespace.prompt
+        modal = ui.Modal(title="t" * 46 if title == "title" else "ok")
+        size = 4001 if title == "value" else 10
+        modal.add_item(ui.Label(text="Text", component=ui.TextInput(default="v" * size)))
+        await interaction.response.send_modal(modal)
+
+    bot.on_imagine = too_big
+    for field in ("title", "value"):
+        run = await discord.slash(discord.alice, "general", "imagine", prompt=field)
+        error = await bot.failure()
+        assert isinstance(error, dpy.HTTPException) and (error.status, error.code) == (400, 50035)
+        assert field in str(error) and run.ack is None and run.modal is None
+
+
+async def test_a_select_on_an_ephemeral_panel_updates_it_in_place_for_its_member_only(discord, bot):
+    """Picking in a string select of an ephemeral message sends its values; only its member can see or use it."""
+    picked: list[list[str]] = []
+
+    class Aspect(ui.Select):
+        def __init__(self) -> None:
+            super().__init__(custom_id="tiny:aspect", placeholder="Aspect",
+                             options=[dpy.SelectOption(label=a, value=a) for a in ("1:1", "16:9")])
+
+        async def callback(self, interaction: dpy.Interaction) -> None:
+            picked.append(self.values)
+            await interaction.response.edit_message(content=f"aspect {self.values[0]}")
+
+    async def panel(interaction: dpy.Interaction) -> None:
+        await interaction.response.send_message("aspect 1:1", ephemeral=True, view=ui.View().add_item(Aspect()))
+
+    bot.on_imagine = panel
+    shown = await (await discord.slash(discord.alice, "general", "imagine", prompt="settings")).response_message()
+    with pytest.raises(StandinError, match="only the member it was shown to"):
+        await discord.select(discord.bob, shown, "Aspect", ["16:9"])
+    with pytest.raises(StandinError, match="takes 1..1 of"):
+        await discord.select(discord.alice, shown, "Aspect", ["4:3"])
+    pick = await discord.select(discord.alice, shown, "Aspect", ["16:9"])
+    assert (await pick.acked()).type == 7
+    await discord.wait_until(lambda: shown.content == "aspect 16:9")
+    assert picked == [["16:9"]] and shown.ephemeral and shown.edits == 1

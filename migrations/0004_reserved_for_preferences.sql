@@ -1,2 +1,0 @@
--- Placeholder keeping the numbers whole on this branch: 0004 is the member preferences table (issue 9 §2).
--- Delete this file when the settings branch's 0004 lands; it changes nothing.
