@@ -13,6 +13,9 @@ from tests.bot.e2e import has_grid, has_upscale, picture
 
 REPO = Path(__file__).resolve().parents[2]
 SLOW = 120  # a cold process imports torch and diffusers before it connects
+# Crash tests kill the bot right after a job's first step; at 256 px its 50 steps take seconds, not a fraction of one,
+# so the job is still running when the kill lands (at the tiny model's 64 px it could finish first).
+LONG_JOBS = {"IMAGINE_SIZE": "256"}
 
 
 class BotProcess:
@@ -68,6 +71,7 @@ async def test_bot_restarted_between_the_result_and_the_click_still_serves_u1(di
 
 async def test_bot_killed_with_a_running_and_a_queued_job_finishes_both_after_restart(discord, bot_process):
     """Jobs running or waiting when the bot crashed run after the restart, and their own messages get the grids."""
+    bot_process.env |= LONG_JOBS
     await bot_process.start(discord)
     slow = await discord.slash(discord.alice, "general", "imagine", prompt="a slow fox --steps 50")
     await slow.wait_for(lambda m: "step" in m.content, SLOW)
@@ -87,6 +91,7 @@ async def test_bot_killed_with_a_running_and_a_queued_job_finishes_both_after_re
 async def test_a_job_running_at_two_crashes_fails_with_a_reason_and_the_queue_goes_on(discord, bot_process):
     """A job the bot died making twice (say the OOM killer) is not run a third time: its message says why, and the
     job queued behind it gets its grid."""
+    bot_process.env |= LONG_JOBS
     await bot_process.start(discord)
     poison = await discord.slash(discord.alice, "general", "imagine", prompt="a huge fox --steps 50")
     await poison.wait_for(lambda m: "step" in m.content, SLOW)
