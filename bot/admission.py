@@ -97,7 +97,8 @@ async def click(interaction: discord.Interaction[ImagineBot], action: str, job_i
     size = {"width": parent.recipe["width"], "height": parent.recipe["height"]}
     if action == "r":
         kind = "reroll" if parent.kind in ("imagine", "reroll") else parent.kind
-        source = {k: parent.recipe[k] for k in ("source_job", "source_index", "strength", "strength_name") if k in parent.recipe}
+        source = {k: parent.recipe[k] for k in ("source_job", "source_index", "strength", "strength_name",
+                                                    "image_prompt", "image_weight") if k in parent.recipe}
         recipe |= size | source | {"seeds": list(new_seeds())}
     elif action == "u":
         kind = "upscale"

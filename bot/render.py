@@ -44,6 +44,8 @@ def headline(job: Job) -> str:
         source = f" — Variations ({job.recipe.get('strength_name', 'strong')}) of image #{job.recipe['source_index']}"
     elif job.kind == "reroll":
         source = " — Reroll"
+    if job.recipe.get("image_prompt") and job.kind in ("imagine", "reroll"):
+        source += f" — from your image (--iw {job.recipe.get('image_weight', 1):g})"
     return f"**{prompt}**{source} — <@{job.user_id}>"
 
 
