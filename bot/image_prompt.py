@@ -48,7 +48,7 @@ def open_picture(data: bytes, filename: str) -> Image.Image:
             if kind in FORMATS:
                 probe.verify()  # checksums and structure (PNG chunks), without decoding the pixels
     except Image.DecompressionBombError:
-        raise BadInput(f"`{name}` has far too many pixels; image prompts may be at most {MAX_SIDE} px a side.") from None
+        raise _bomb(name) from None
     except Image.UnidentifiedImageError:
         raise BadInput(f"`{name}` is not an image I can read; attach {ALLOWED}.") from None
     except (OSError, SyntaxError, ValueError):
@@ -63,9 +63,13 @@ def open_picture(data: bytes, filename: str) -> Image.Image:
             image.load()
             return ImageOps.exif_transpose(image).convert("RGB")
     except Image.DecompressionBombError:
-        raise BadInput(f"`{name}` has far too many pixels; image prompts may be at most {MAX_SIDE} px a side.") from None
+        raise _bomb(name) from None
     except (OSError, SyntaxError, ValueError):
         raise corrupt from None
+
+
+def _bomb(name: str) -> BadInput:
+    return BadInput(f"`{name}` has far too many pixels; image prompts may be at most {MAX_SIDE} px a side.")
 
 
 def own_aspect(size: tuple[int, int]) -> str:

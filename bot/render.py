@@ -121,7 +121,8 @@ def finished(job: Job, pictures: list[bytes], grid: bytes | None, *, parent: Job
     if parent is not None:
         embed.add_field(name="From", value=_link_to(parent, recipe.get("source_index")), inline=False)
     if recipe.get("image_prompt") and "image_weight" in recipe:
-        embed.add_field(name="Image weight", value=f"--iw {recipe['image_weight']:g} · strength {recipe['strength']:g}")
+        weight = f"--iw {recipe['image_weight']:g} · strength {recipe['strength']:g}"
+        embed.add_field(name="Image weight", value=weight)
     embed.add_field(name="Model", value=_clip(result.get("model", "?"), 256))
     embed.add_field(name="Time", value=f"{result.get('elapsed', 0):.1f} s")
     if result.get("prompt_truncated"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 from PIL import Image
 
@@ -23,8 +25,9 @@ async def test_an_image_prompt_starts_from_the_attachment_and_its_reroll_from_th
                                 image=("fox.png", png((96, 64), "white")))
     assert (await white.acked()).elapsed < 3
     grid = await white.wait_for(has_grid, GRID_TIMEOUT)
-    black = await (await discord.slash(discord.bob, "general", "imagine", prompt="a fox --seed 7 --iw 3",
-                                       image=("night.jpg", png((96, 64), "black", "JPEG")))).wait_for(has_grid, GRID_TIMEOUT)
+    night = await discord.slash(discord.bob, "general", "imagine", prompt="a fox --seed 7 --iw 3",
+                                image=("night.jpg", png((96, 64), "black", "JPEG")))
+    black = await night.wait_for(has_grid, GRID_TIMEOUT)
 
     assert picture(grid).size == (160, 128)  # four 80x64 cells: wide like the picture (64 px is the least side)
     assert (recipe(grid)["Denoising strength"], recipe(grid)["Size"]) == ("0.3", "80x64")  # --iw 3: 0.3
@@ -47,13 +50,15 @@ async def test_ar_crops_the_picture_and_iw_defaults_to_one(discord, bot):
 
 
 async def test_bad_attachments_are_refused_privately_and_nothing_is_queued(discord, bot):
-    """A text file, a 5000 px image, a GIF, a corrupt PNG and --iw without an image each get a private refusal."""
+    """A text file, a 5000 px image, a GIF, a corrupt PNG, a decompression bomb, --iw 4, and --iw without an image
+    each get a private refusal."""
     whole = png((64, 64), "white")
     cases = [
         (("notes.txt", b"just some words\n"), "a fox", "is not an image"),
         (("huge.png", png((5000, 40), "white")), "a fox", "5000×40 px; image prompts may be at most 4096 px a side"),
         (("fox.gif", png((8, 8), "white", "GIF")), "a fox", "is a GIF image; attach a PNG, JPEG or WebP picture"),
         (("broken.png", whole[: len(whole) // 2]), "a fox", "damaged or incomplete"),
+        (("bomb.png", _bomb(100_000)), "a fox", "has far too many pixels"),
         (("fox.png", whole), "a fox --iw 4", "Image weight (--iw) must be from 0 to 3"),
         (None, "a fox --iw 2", "`--iw` sets how closely the result keeps an image prompt"),
     ]
@@ -66,6 +71,16 @@ async def test_bad_attachments_are_refused_privately_and_nothing_is_queued(disco
 
     assert await bot.store.unfinished_jobs() == []
     assert not any(m.content and "a fox" in m.content for m in discord.messages("general") if not m.ephemeral)
+
+
+def _bomb(side: int) -> bytes:
+    """A few hundred bytes of PNG that claim side×side pixels: decoding it would take gigabytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+            + chunk(b"IEND", b""))
 
 
 def test_fit_centre_crops_to_the_size_asked_for():
