@@ -195,6 +195,7 @@ class JobRunner:
             seeds=tuple(recipe["seeds"]),
             init_image=init_image,
             strength=recipe.get("strength"),
+            image_weight=recipe.get("image_weight") if recipe.get("image_prompt") else None,
         )
 
     async def _refresh_positions(self) -> None:

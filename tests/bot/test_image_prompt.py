@@ -30,13 +30,14 @@ async def test_an_image_prompt_starts_from_the_attachment_and_its_reroll_from_th
     black = await night.wait_for(has_grid, GRID_TIMEOUT)
 
     assert picture(grid).size == (160, 128)  # four 80x64 cells: wide like the picture (64 px is the least side)
-    assert (recipe(grid)["Denoising strength"], recipe(grid)["Size"]) == ("0.3", "80x64")  # --iw 3: 0.3
+    assert (recipe(grid)["Image weight"], recipe(grid)["Denoising strength"], recipe(grid)["Size"]) == (
+        "3", "0.3", "80x64")
     assert "from your image" in grid.content
     assert {f["name"]: f["value"] for f in grid.embeds[0]["fields"]}["Image weight"] == "--iw 3 · strength 0.3"
     assert picture(grid).tobytes() != picture(black).tobytes(), "same prompt and seeds: only the picture differs"
 
     reroll = await (await discord.click(discord.alice, grid, "🔄")).wait_for(has_grid, GRID_TIMEOUT)
-    assert (recipe(reroll)["Denoising strength"], recipe(reroll)["Size"]) == ("0.3", "80x64")
+    assert (recipe(reroll)["Image weight"], recipe(reroll)["Denoising strength"]) == ("3", "0.3")
     assert "Reroll" in reroll.content and "from your image" in reroll.content
 
 
