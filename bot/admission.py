@@ -140,7 +140,7 @@ def follow_up(parent: Job, action: str, index: int, preferences: Preferences) ->
     size = {"width": parent.recipe["width"], "height": parent.recipe["height"]}
     if action == "r":
         kind = "reroll" if parent.kind in ("imagine", "reroll") else parent.kind
-        kept = ("source_job", "source_index", "strength", "strength_name")
+        kept = ("source_job", "source_index", "strength", "strength_name", "image_prompt", "image_weight")
         source = {k: parent.recipe[k] for k in kept if k in parent.recipe}
         return kind, recipe | size | source | {"seeds": list(new_seeds())}
     if action == "u":

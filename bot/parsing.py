@@ -3,8 +3,8 @@
 Midjourney habits work inside the prompt (``--ar 16:9 --seed 42 --no text, watermark --steps 30 --guidance 6``).
 A member's suffix (/prefer suffix) is added to every prompt they send, flags and all. When a value is given more
 than once, the most deliberate one wins: a slash-command option (what Discord shows in the command's summary), then
-a flag in the prompt, then a flag in the suffix, then the member's default aspect ratio (/settings), then the
-model's default.
+a flag in the prompt, then a flag in the suffix, then (for an image prompt) the picture's own aspect ratio, then the
+member's default aspect ratio (/settings), then the model's default.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 IMAGES_PER_GRID = 4
 MAX_STEPS = 150  # what /imagine and a Remix accept; a channel's max_steps limit is checked at admission
+MAX_IMAGE_WEIGHT = 3.0
 
 FLAG_ALIASES = {
     "ar": "aspect",
@@ -35,6 +36,7 @@ FLAG_ALIASES = {
     "steps": "steps",
     "guidance": "guidance",
     "cfg": "guidance",
+    "iw": "image_weight",
 }
 _FLAG = re.compile(r"(?:^|\s)--([A-Za-z]+)\b")
 
@@ -53,9 +55,20 @@ class Recipe:
     guidance: float
     seeds: tuple[int, ...]
     aspect: str = "1:1"
+    # Image prompts only: how closely the result keeps the picture (--iw), and the img2img strength it gives.
+    image_weight: float | None = None
+    strength: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"seeds": list(self.seeds)}
+        recipe = asdict(self) | {"seeds": list(self.seeds)}
+        if self.image_weight is None:
+            del recipe["image_weight"], recipe["strength"]
+        return recipe
+
+
+def image_strength(weight: float) -> float:
+    """Denoising strength for an image weight: 0.9 at --iw 0 down to 0.3 at --iw 3, linear."""
+    return round(0.9 - 0.2 * weight, 4)
 
 
 def split_flags(text: str) -> tuple[str, dict[str, str]]:
@@ -67,7 +80,7 @@ def split_flags(text: str) -> tuple[str, dict[str, str]]:
         name = match.group(1).lower()
         key = FLAG_ALIASES.get(name)
         if key is None:
-            allowed = ", ".join(f"--{n}" for n in ("ar", "seed", "no", "steps", "guidance"))
+            allowed = ", ".join(f"--{n}" for n in ("ar", "seed", "no", "steps", "guidance", "iw"))
             raise BadInput(f"`--{quoted(name, 20)}` is not an option I know. Allowed in the prompt: {allowed}.")
         if key in flags:
             raise BadInput(f"`--{quoted(name, 20)}` is given twice; keep one.")
@@ -129,9 +142,15 @@ def parse_imagine(
     max_steps: int = 150,
     suffix: str = "",
     default_aspect: str | None = None,
+    image_aspect: str | None = None,
 ) -> Recipe:
     """Resolve a prompt with inline flags, the member's suffix and defaults, and slash-command options into a full
-    recipe (the order is in this module's docstring)."""
+    recipe (the order is in this module's docstring).
+
+    With an image prompt (`image_aspect`: the picture's own ratio, e.g. "4:3"), --iw is allowed, and the picture's
+    ratio is used unless --ar or the aspect option names another (the picture is then centre-cropped to that); a
+    member's default aspect never crops a picture.
+    """
     prompt, flags = split_flags(_printable(text))
     if not any(unicodedata.category(c)[0] in "LNPS" for c in prompt):  # blank, or only invisible marks
         raise BadInput("The prompt is empty: describe the picture before any `--` options.")
@@ -145,7 +164,7 @@ def parse_imagine(
     if len(negative_text) > MAX_NEGATIVE:
         raise BadInput(f"The negative prompt is {len(negative_text)} characters long; the limit is {MAX_NEGATIVE}.")
 
-    aspect_text = aspect or flags.get("aspect") or default_aspect or "1:1"
+    aspect_text = aspect or flags.get("aspect") or image_aspect or default_aspect or "1:1"
     ratio = parse_aspect(aspect_text)
     width, height = size_for_aspect(defaults.size, f"{ratio[0]}:{ratio[1]}")
 
@@ -159,6 +178,13 @@ def parse_imagine(
     guidance_value = guidance if guidance is not None else flags.get("guidance")
     guidance_value = defaults.guidance if guidance_value is None else _float("Guidance", guidance_value, 0, MAX_GUIDANCE)
 
+    weight = None
+    if "image_weight" in flags and image_aspect is None:
+        raise BadInput("`--iw` sets how closely the result keeps an image prompt; attach one with the `image` option.")
+    if image_aspect is not None:
+        raw = flags.get("image_weight")
+        weight = 1.0 if raw is None else _float("Image weight (--iw)", raw, 0, MAX_IMAGE_WEIGHT)
+
     return Recipe(
         prompt=prompt,
         negative_prompt=negative_text,
@@ -168,6 +194,8 @@ def parse_imagine(
         guidance=guidance_value,
         seeds=new_seeds(seed_value),
         aspect=f"{ratio[0]}:{ratio[1]}",
+        image_weight=weight,
+        strength=None if weight is None else image_strength(weight),
     )
 
 

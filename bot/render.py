@@ -46,6 +46,8 @@ def headline(job: Job) -> str:
         source = " — Reroll"
     if job.recipe.get("remix"):
         source += " — Remix"
+    if job.recipe.get("image_prompt") and job.kind in ("imagine", "reroll"):
+        source += f" — from your image (--iw {job.recipe.get('image_weight', 1):g})"
     return f"**{prompt}**{source} — <@{job.user_id}>"
 
 
@@ -121,6 +123,9 @@ def finished(job: Job, pictures: list[bytes], grid: bytes | None, *, parent: Job
         embed.add_field(name="Negative prompt", value=_clip(recipe["negative_prompt"], 1000), inline=False)
     if parent is not None:
         embed.add_field(name="From", value=_link_to(parent, recipe.get("source_index")), inline=False)
+    if recipe.get("image_prompt") and "image_weight" in recipe:
+        weight = f"--iw {recipe['image_weight']:g} · strength {recipe['strength']:g}"
+        embed.add_field(name="Image weight", value=weight)
     embed.add_field(name="Model", value=_clip(result.get("model", "?"), 256))
     embed.add_field(name="Time", value=f"{result.get('elapsed', 0):.1f} s")
     if result.get("prompt_truncated"):

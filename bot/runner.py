@@ -178,11 +178,14 @@ class JobRunner:
 
     async def _request_for(self, job: Job) -> Request:
         recipe = job.recipe
-        init_image = None
+        kind, init_image = job.kind, None
         if job.kind in ("variation", "upscale"):
             init_image = await self.store.image(recipe["source_job"], recipe["source_index"])
+        elif recipe.get("image_prompt"):
+            # An image prompt (and its 🔄) is image to image from the member's picture, already fitted to the size.
+            kind, init_image = "variation", await self.store.prompt_image(recipe["image_prompt"])
         return Request(
-            kind=job.kind,
+            kind=kind,
             prompt=recipe["prompt"],
             negative_prompt=recipe.get("negative_prompt", ""),
             width=recipe["width"],
@@ -192,6 +195,7 @@ class JobRunner:
             seeds=tuple(recipe["seeds"]),
             init_image=init_image,
             strength=recipe.get("strength"),
+            image_weight=recipe.get("image_weight") if recipe.get("image_prompt") else None,
         )
 
     async def _refresh_positions(self) -> None:

@@ -12,6 +12,7 @@ connections: two hops for an admission, one for a refusal.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.resources
 import json
 import logging
@@ -808,6 +809,26 @@ class Store:
     async def grid(self, job_id: int) -> bytes:
         """PNG bytes of the job's grid. Raises JobNotFound, ImagesGone."""
         return await self._read_image(job_id, "grid.png")
+
+    async def save_prompt_image(self, png: bytes) -> str:
+        """Keep an image prompt's picture before its job is queued; returns the key its recipe names it by.
+
+        Kept by content (the SHA-256 of its PNG), apart from the jobs' folders: the job that brought it and every
+        🔄 of that job share one file, so a reroll still starts from it after the first job's images are deleted.
+        """
+        key = hashlib.sha256(png).hexdigest()
+        await asyncio.to_thread(_write_files, self.images_dir / "prompts", {f"{key}.png": png})
+        return key
+
+    async def prompt_image(self, key: str) -> bytes:
+        """PNG bytes of an image prompt kept by save_prompt_image. Raises ImagesGone if it is missing."""
+        if not re.fullmatch(r"[0-9a-f]{64}", key):
+            raise ValueError(f"an image prompt key is a SHA-256 in hex, got {key!r}")
+        try:
+            return await asyncio.to_thread((self.images_dir / "prompts" / f"{key}.png").read_bytes)
+        except FileNotFoundError:
+            log.warning("image prompt %s is missing from %s", key, self.images_dir / "prompts")
+            raise ImagesGone() from None
 
     async def prune_images(self, older_than_days: float, now: float | None = None) -> int:
         """Delete the image files of jobs finished more than `older_than_days` ago and mark them pruned; returns how

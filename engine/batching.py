@@ -37,7 +37,12 @@ def batch_key(kind: str, *, width: int, height: int, steps: int, guidance: float
 
 
 def recipe_key(kind: str, recipe: Mapping) -> Hashable | None:
-    """The batch key of a queued job, from its stored recipe (model and scheduler when the recipe names them)."""
+    """The batch key of a queued job, from its stored recipe (model and scheduler when the recipe names them).
+
+    An imagine or reroll with an image prompt runs image to image (the engine gets it as a variation of the picture).
+    """
+    if kind in ("imagine", "reroll") and recipe.get("image_prompt"):
+        kind = "variation"
     try:
         return batch_key(
             kind, width=int(recipe["width"]), height=int(recipe["height"]), steps=int(recipe["steps"]),

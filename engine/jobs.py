@@ -32,9 +32,10 @@ class Request:
     """One job. Validated when built: a bad value raises ValueError with a sentence that says what to change.
 
     imagine/reroll: text to image, one image per seed (4 seeds give a 2x2 grid).
-    variation: img2img of init_image (PNG bytes) at `strength`, one image per seed, at init_image's size.
+    variation: img2img of init_image (PNG bytes) at `strength`, one image per seed, at width x height.
     upscale: one seed; init_image at 2x its size (Lanczos, then a low-strength detail pass).
-    For variation and upscale, the size comes from init_image; width/height are not used.
+    For upscale, the size comes from init_image; width/height are not used. An image prompt is a variation of
+    the member's picture.
     """
 
     kind: str
@@ -47,6 +48,7 @@ class Request:
     seeds: tuple[int, ...] = ()
     init_image: bytes | None = None
     strength: float | None = None
+    image_weight: float | None = None  # an image prompt's --iw (it gave `strength`); recorded in the PNGs
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

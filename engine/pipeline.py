@@ -350,7 +350,8 @@ class Runner:
 
         # 5. Per job: safety flags, PNGs with their recipe, the grid.
         return [self._finish(request, _slice(pictures, j, len(first.seeds)), truncated[j], steps=steps,
-                             extra={"Denoising strength": request.strength})
+                             extra={"Denoising strength": request.strength}
+                             | ({} if request.image_weight is None else {"Image weight": f"{request.image_weight:g}"}))
                 for j, request in enumerate(requests)]
 
     def upscale(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:

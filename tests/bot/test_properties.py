@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bot.cogs.buttons import ACTIONS, JobButton
 from bot.errors import InvalidLimit
+from bot.image_prompt import MAX_SIDE, own_aspect
 from bot.parsing import ASPECT_CHOICES, MAX_GUIDANCE, MAX_PROMPT, MAX_SEED, BadInput, parse_imagine
 from bot.store import LIMIT_KEYS, LIMIT_RANGES, Limits, _parse_limit
 from engine.jobs import ModelDefaults
@@ -24,7 +25,7 @@ QUICK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthC
 PIECES = st.sampled_from([
     "\u200b", "\u200d", "\u200f", "\u202e", "\u0301", "e\u0301", "\x00", "\x1b[31m", "\r\n", "\t", "🦊", "👩‍👩‍👧",
     "**", "__", "~~", "`", "```", "> ", "# ", "-# ", "||", "<@123>", "<@!123>", "<@&456>", "@everyone", "@here",
-    "--", "---", "--ar", "--AR", "--seed", "--no", "--steps", "--guidance", "--cfg", "--chaos", "--ar--seed",
+    "--", "---", "--ar", "--AR", "--seed", "--no", "--steps", "--guidance", "--cfg", "--iw", "--chaos", "--ar--seed",
     "16:9", "9:21", "0:0", "1000:1", "١٦:٩", "1e400", "nan", "-inf", "inf", "-1", "1_000", "0x10", "٣", "１２",
     "99999999999999999999999", "9" * 5000, "4294967295", "4294967296", ":", "a fox", "",
 ])
@@ -42,13 +43,14 @@ def is_sentence(text: str) -> bool:
 @QUICK
 @given(text=TEXT | st.text(min_size=1400, max_size=1500), negative=st.none() | TEXT,
        aspect=st.none() | st.sampled_from(ASPECT_CHOICES) | st.text(max_size=20) | PIECES,
-       seed=NUMBERS, steps=NUMBERS, guidance=NUMBERS)
+       seed=NUMBERS, steps=NUMBERS, guidance=NUMBERS,
+       picture=st.none() | st.tuples(st.integers(1, MAX_SIDE), st.integers(1, MAX_SIDE)))
 def test_any_imagine_input_gives_a_valid_recipe_or_a_bad_input_sentence(text, negative, aspect, seed, steps,
-                                                                        guidance):
-    """Any prompt text and options resolve to a complete, in-range recipe, or to BadInput with a sentence."""
+                                                                        guidance, picture):
+    """Any prompt text, options and image prompt size resolve to an in-range recipe, or to BadInput with a sentence."""
     try:
         recipe = parse_imagine(text, SD15, negative=negative, aspect=aspect, seed=seed, steps=steps,
-                               guidance=guidance)
+                               guidance=guidance, image_aspect=None if picture is None else own_aspect(picture))
     except BadInput as error:
         assert is_sentence(str(error)), repr(str(error))
         return
@@ -62,6 +64,10 @@ def test_any_imagine_input_gives_a_valid_recipe_or_a_bad_input_sentence(text, ne
     assert type(recipe.steps) is int and 1 <= recipe.steps <= 150
     assert type(recipe.guidance) is float and 0 <= recipe.guidance <= MAX_GUIDANCE
     assert len(recipe.seeds) == 4 and all(type(s) is int and 0 <= s <= MAX_SEED for s in recipe.seeds)
+    if picture is None:
+        assert recipe.image_weight is None and "strength" not in recipe.to_dict()
+    else:
+        assert 0 <= recipe.image_weight <= 3 and 0.3 <= recipe.strength <= 0.9
 
 
 CUSTOM_IDS = st.text(max_size=120) | st.builds(

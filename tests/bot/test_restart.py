@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from tests.bot.e2e import has_grid, has_upscale, picture
+from engine.jobs import size_for_aspect
+from tests.bot.e2e import has_grid, has_upscale, picture, recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SLOW = 120  # a cold process imports torch and diffusers before it connects
@@ -70,12 +73,16 @@ async def test_bot_restarted_between_the_result_and_the_click_still_serves_u1(di
 
 
 async def test_bot_killed_with_a_running_and_a_queued_job_finishes_both_after_restart(discord, bot_process):
-    """Jobs running or waiting when the bot crashed run after the restart, and their own messages get the grids."""
+    """Jobs running or waiting when the bot crashed run after the restart, and their own messages get the grids;
+    the waiting one is an image prompt, which still starts from its picture."""
     bot_process.env |= LONG_JOBS
     await bot_process.start(discord)
     slow = await discord.slash(discord.alice, "general", "imagine", prompt="a slow fox --steps 50")
     await slow.wait_for(lambda m: "step" in m.content, SLOW)
-    waiting = await discord.slash(discord.bob, "general", "imagine", prompt="a patient owl")
+    owl = io.BytesIO()
+    Image.new("RGB", (128, 64), "white").save(owl, format="PNG")
+    waiting = await discord.slash(discord.bob, "general", "imagine", prompt="a patient owl --iw 2",
+                                  image=("owl.png", owl.getvalue()))
     await waiting.wait_for(lambda m: "Waiting to start" in m.content, SLOW)
     await bot_process.crash()
 
@@ -86,6 +93,8 @@ async def test_bot_killed_with_a_running_and_a_queued_job_finishes_both_after_re
     assert "a slow fox" in slow_grid.embeds[0]["description"]
     assert "a patient owl" in waiting_grid.embeds[0]["description"]
     assert any("the bot restarted" in version.content for version in waiting_grid.history)
+    size = "{}x{}".format(*size_for_aspect(int(LONG_JOBS["IMAGINE_SIZE"]), "2:1"))  # the picture's own aspect
+    assert (recipe(waiting_grid)["Denoising strength"], recipe(waiting_grid)["Size"]) == ("0.5", size)
 
 
 async def test_a_job_running_at_two_crashes_fails_with_a_reason_and_the_queue_goes_on(discord, bot_process):

@@ -174,6 +174,7 @@ class DiscordStandin:
         self.global_commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
         self._messages: dict[int, Message] = {}
+        self._option_attachments: dict[int, Attachment] = {}  # files members attached to slash-command options
         self._interactions: dict[int, Interaction] = {}
         self._interactions_by_token: dict[str, Interaction] = {}
         self._edit_times: dict[int, deque[float]] = {}
@@ -721,6 +722,7 @@ class DiscordStandin:
                 attachment = Attachment.create(id=self._ids.next(), filename=filename, data=blob,
                                                base_url=self.base_url, channel_id=channel.id)
                 resolved.setdefault("attachments", {})[str(attachment.id)] = attachment.to_dict()
+                self._option_attachments[attachment.id] = attachment  # Discord serves it at its url
                 return str(attachment.id)
         except (TypeError, ValueError):
             raise StandinError(f"/{command} option {name!r} is a {OPTION_TYPES.get(kind, kind)};"
@@ -1014,6 +1016,9 @@ class DiscordStandin:
         return _Body(json.loads(raw) if raw else None, [])
 
     async def _serve_attachment(self, request: web.Request) -> web.Response:
+        option = self._option_attachments.get(int(request.match_info["attachment_id"]))
+        if option is not None:
+            return web.Response(body=option.data, content_type=option.content_type)
         for message in self._messages.values():
             for attachment in message.attachments + [a for v in message.history for a in v.attachments]:
                 if str(attachment.id) == request.match_info["attachment_id"]:

@@ -56,7 +56,8 @@ async def limits_set(interaction: dpy.Interaction, jobs_per_hour: app_commands.R
 
 @app_commands.command(description="Draw a picture")
 @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ("1:1", "16:9")])
-async def imagine(interaction: dpy.Interaction, prompt: str, aspect: str = "1:1", steps: int = 20) -> None:
+async def imagine(interaction: dpy.Interaction, prompt: str, aspect: str = "1:1", steps: int = 20,
+                  image: dpy.Attachment | None = None) -> None:
     bot: TinyBot = interaction.client  # type: ignore[assignment]
     bot.seen.append(("imagine", {"prompt": prompt, "aspect": aspect, "steps": steps,
                                  "channel": interaction.channel.name, "user": interaction.user.name}))
@@ -160,6 +161,21 @@ async def test_slash_options_reach_the_handler_and_a_deferred_followup_brings_a_
     assert (attachment.filename, attachment.width, attachment.height) == ("fox.png", 64, 48)
     assert attachment.image().size == (64, 48)
     assert message.history[0].loading and not message.ephemeral
+
+
+async def test_a_slash_attachment_option_can_be_downloaded_from_its_url(discord, bot):
+    """A file given to an attachment option arrives with its metadata, and its url serves the same bytes."""
+
+    async def read_it(interaction: dpy.Interaction) -> None:
+        image: dpy.Attachment = interaction.namespace.image
+        data = await image.read()
+        await interaction.response.send_message(f"{image.filename} {image.content_type} {image.size} {len(data)}"
+                                                f" {data == png()}")
+
+    bot.on_imagine = read_it
+    i = await discord.slash(discord.alice, "art", "imagine", prompt="a fox", image=("fox.png", png()))
+    message = await i.wait_for(lambda m: m.content)
+    assert message.content == f"fox.png image/png {len(png())} {len(png())} True"
 
 
 async def test_a_moderator_runs_a_guild_subcommand_that_plain_members_cannot_see(discord, bot):
