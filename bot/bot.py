@@ -11,12 +11,12 @@ import yarl
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot.backend import Backend
 from bot.config import Settings
 from bot.messages import JobMessages
 from bot.replies import report_error
 from bot.runner import JobRunner
 from bot.store import Store
-from engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ImagineTree(app_commands.CommandTree):
 
 
 class ImagineBot(commands.Bot):
-    def __init__(self, settings: Settings, store: Store, engine: Engine) -> None:
+    def __init__(self, settings: Settings, store: Store, engine: Backend) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),

@@ -177,6 +177,10 @@ class Engine:
             raise RuntimeError("Engine.max_batch is known after `await engine.start()`")
         return self._runner.max_batch
 
+    def capacity(self) -> int:
+        """Calls this backend runs at once: one, on this process's pipeline (bot/backend.py)."""
+        return 1
+
     @property
     def queued(self) -> int:
         """Jobs waiting, not counting the running ones."""

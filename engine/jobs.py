@@ -16,6 +16,11 @@ class JobCancelled(Exception):
     """A job was cancelled before it finished (while queued, or between two denoising steps)."""
 
 
+class JobLost(Exception):
+    """The worker running a job went away before it finished (a Ray replica's process was killed, its node lost):
+    the job itself may be fine, so the bot puts it back at the front of the queue."""
+
+
 @dataclass(frozen=True)
 class ModelDefaults:
     steps: int
