@@ -161,6 +161,20 @@ class JobRunner:
             self._track(self._show(job, outcome))
         await asyncio.wait(outcomes)
 
+        # 4. A job whose worker went away goes back to the front of the queue before this slot claims again.
+        for (job, _), outcome in zip(runnable, outcomes):
+            if not outcome.cancelled() and isinstance(outcome.exception(), JobLost):
+                await self._requeue(job, outcome.exception())
+
+    async def _requeue(self, job: Job, error: JobLost) -> None:
+        job = await self.store.requeue_lost(job.id)
+        if job.status == "queued":
+            log.warning("Job %s requeued: %s", job.id, error)
+            await self.messages.queued(job, lost=True)
+        elif job.status == "failed":  # lost MAX_ATTEMPTS times
+            log.info("Job %s failed: %s for user %s: %s", job.id, job.kind, job.user_id, job.error)
+            await self.messages.finished(job, render.failed(job))
+
     def _progress_for(self, job: Job):
         def on_progress(progress: Progress) -> None:
             self.messages.progress(job, progress.step, progress.total, progress.preview)
@@ -181,16 +195,8 @@ class JobRunner:
             log.info("Job %s cancelled: %s for user %s", job.id, job.kind, job.user_id)
             await self.messages.finished(job, render.cancelled(job))
             return
-        except JobLost as error:
-            job = await self.store.requeue_lost(job.id)
-            if job.status == "queued":  # back at the front of the queue: a free slot runs it again
-                log.warning("Job %s requeued: %s", job.id, error)
-                self.wake()
-                await self.messages.queued(job, restarted=True)
-            else:
-                log.info("Job %s failed: %s for user %s: %s", job.id, job.kind, job.user_id, job.error)
-                await self.messages.finished(job, render.failed(job))
-            return
+        except JobLost:
+            return  # its call puts it back in the queue (_requeue)
         except JobFailed as error:
             job = await self.store.fail_job(job.id, str(error))
             log.info("Job %s failed: %s for user %s: %s", job.id, job.kind, job.user_id, error)

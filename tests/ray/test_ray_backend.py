@@ -18,12 +18,12 @@ import pytest
 
 import ray
 from ray import serve
-from ray.util.state import list_actors
 
 from bot.config import RaySettings
 from bot.ray_backend import RayBackend
+from bot.store import Store
 from engine import EngineSettings, JobCancelled, Request
-from engine.serve import APP, application
+from engine.serve import APP, DEPLOYMENT, application
 from tests.bot.e2e import has_grid, has_upscale, picture
 
 pytestmark = pytest.mark.ray
@@ -60,9 +60,16 @@ async def backend(cluster):
     await backend.stop()
 
 
-def replica_pids() -> set[int]:
-    return {actor.pid for actor in list_actors(filters=[("state", "=", "ALIVE")])
-            if actor.class_name.endswith(f"{APP}:ImagineReplica")}
+def replica_pids() -> list[int]:
+    """The replicas' worker processes, by the title Ray gives them (ray::ServeReplica:<app>:<deployment>)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(f"ray::ServeReplica:{APP}:{DEPLOYMENT}".encode()):
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # gone meanwhile
+            pass
+    return pids
 
 
 def fox(steps: int, seed: int = 1) -> Request:
@@ -129,3 +136,42 @@ async def test_a_cancel_stops_the_job_on_its_replica(backend):
 
     assert overlap(progress, ended, 4, 5)
     assert len(seen) == steps_at_cancel < 150  # no progress after the cancel
+
+
+async def test_the_bot_on_ray_survives_its_replicas_being_killed_mid_job_and_serves_u1(cluster, discord, bot_env,
+                                                                                      tmp_path):
+    """`python -m bot` with IMAGINE_BACKEND=ray on the stand-in: the replicas' processes killed while alice's job
+    runs put it back in the queue (her message says so), it finishes on a restarted replica with her grid, and U1
+    on that grid gives the upscale."""
+    data = Path(bot_env["DATA_DIR"])
+    data.mkdir(parents=True)
+    async with await Store.open(data / "imagine.db", images_dir=data / "images") as store:  # as /limits would
+        await store.set_limit(discord.guild.id, None, "max_steps", 150)  # a job long enough to be killed mid-way
+    log = tmp_path / "bot.log"
+    env = bot_env | {"IMAGINE_BACKEND": "ray", "RAY_ADDRESS": cluster["address"],
+                     "IMAGINE_RAY_REPLICAS": str(REPLICAS), "IMAGINE_RAY_GPUS": "0"}
+    with log.open("ab") as out:
+        bot = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=REPO, env=os.environ | env,
+                                                   stdout=out, stderr=out)
+    try:
+        await discord.wait_for_connection(SLOW)
+        run = await discord.slash(discord.alice, "general", "imagine", prompt="a lighthouse --steps 150")
+        await run.wait_for(lambda m: "step" in m.content, SLOW)
+        pids = replica_pids()
+        assert len(pids) == REPLICAS
+        for pid in pids:
+            os.kill(pid, 9)
+
+        grid = await run.wait_for(has_grid, SLOW)
+        texts = [version.content for version in grid.history]
+        lost = next((n for n, text in enumerate(texts) if "went away" in text and "first in line" in text), None)
+        assert lost is not None, texts
+        assert any("step" in text for text in texts[:lost]) and f"<@{discord.alice.id}>" in grid.content
+
+        click = await discord.click(discord.alice, grid, "U1")
+        assert (await click.acked()).elapsed < 3
+        assert picture(await click.wait_for(has_upscale, SLOW)).size == (128, 128)
+    finally:
+        bot.terminate()
+        await asyncio.wait_for(bot.wait(), SLOW)
+        print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
