@@ -65,8 +65,8 @@ async def measure(settings: EngineSettings, args, replicas: int) -> tuple[list[f
     size = args.size or backend.defaults.size
     rates, latencies = [], []
     try:
-        await run_jobs(backend, [Request("imagine", "warm-up", width=size, height=size, steps=2, seeds=(1,))] * replicas,
-                       10_000_000)  # every replica once, so no round pays a first call
+        warm_up = Request("imagine", "warm-up", width=size, height=size, steps=2, seeds=(1,))
+        await run_jobs(backend, [warm_up] * replicas, 10_000_000)  # every replica once: no round pays a first call
         for round_ in range(args.rounds):
             requests = [Request("imagine", f"a red fox in snow, take {n}", width=size, height=size, steps=args.steps,
                                 seeds=tuple(range(4 * n, 4 * n + 4))) for n in range(args.jobs)]
@@ -107,12 +107,14 @@ async def main() -> None:
             serve.shutdown()
             ray.shutdown()
 
-    print(f"\n{args.jobs} jobs x {args.rounds} rounds, {args.steps} steps, 4 images of {args.size or 'native'} px each, "
+    print(f"\n{args.jobs} jobs x {args.rounds} rounds, {args.steps} steps, "
+          f"4 images of {args.size or 'native'} px each, "
           f"{'%g GPU' % args.gpus if args.gpus else '1 CPU'} and {args.threads} torch thread(s) per replica, "
           f"{os.cpu_count()} cores here")
     for replicas, (rates, latencies) in figures.items():
-        print(f"{replicas} replica(s): {statistics.median(rates):.2f} jobs/s (rounds {', '.join(f'{r:.2f}' for r in rates)})"
-              f", latency p50 {percentile(latencies, 50):.2f} s, p95 {percentile(latencies, 95):.2f} s")
+        rounds = ", ".join(f"{rate:.2f}" for rate in rates)
+        print(f"{replicas} replica(s): {statistics.median(rates):.2f} jobs/s (rounds {rounds}), "
+              f"latency p50 {percentile(latencies, 50):.2f} s, p95 {percentile(latencies, 95):.2f} s")
     ratio = statistics.median(figures[2][0]) / statistics.median(figures[1][0])
     print(f"2 replicas / 1 replica: {ratio:.2f}x (goal >= 1.6x)")
 

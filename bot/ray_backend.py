@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import ray
 from ray import serve
-from ray.exceptions import RayError, RayTaskError, TaskCancelledError
+from ray.exceptions import (ActorDiedError, ActorUnavailableError, NodeDiedError, RayError, RayTaskError,
+                            TaskCancelledError, WorkerCrashedError)
 
 from bot.backend import ProgressCallback
 from bot.config import RaySettings
@@ -204,7 +205,7 @@ class RayBackend:
     async def _stream(self, call: _Call) -> None:
         """Read the replica's stream to the end: progress to each job's callback, each job settled once."""
         jobs = {job.job_id: job for job in call.jobs}
-        lost = "the replica's stream ended before the job did"
+        lost, died = "the replica's stream ended before the job did", True
         try:
             async for event in call.response:
                 if isinstance(event, Started):
@@ -230,11 +231,13 @@ class RayBackend:
             log.error("Ray replica refused jobs %s: %s", list(jobs), error.cause)
             for job in call.jobs:
                 _settle(job, error=JobFailed("Something went wrong on my side while making this; please try again."))
-        except (RayError, ConnectionError) as error:  # the replica died, its node was lost, the cluster went away
-            lost = f"its replica went away ({_reason(error)})"
+        except (ActorDiedError, ActorUnavailableError, NodeDiedError, WorkerCrashedError) as error:
+            lost = f"its replica went away ({_reason(error)})"  # killed, out of host memory, its machine lost
+        except (RayError, ConnectionError) as error:  # the cluster can't be reached: nothing known about the job
+            lost, died = f"the Ray cluster at {self.address} can't be reached ({_reason(error)})", False
         finally:
             for job in call.jobs:
-                _settle(job, error=JobLost(f"job {job.job_id}: {lost}"))
+                _settle(job, error=JobLost(f"job {job.job_id}: {lost}", worker_died=died))
                 if self._calls.get(job.job_id) is call:
                     del self._calls[job.job_id]
 

@@ -45,6 +45,7 @@ class JobRunner:
         self._task: asyncio.Task | None = None
         self._calls: set[asyncio.Task] = set()  # calls in flight, one per busy slot
         self._shows: set[asyncio.Task] = set()  # results being shown on Discord
+        self._stalled = False  # capacity() was 0 at the last look
         self.recovered = 0  # unfinished jobs taken back after a restart (the bot's ready line says how many)
 
     async def start(self) -> None:
@@ -94,7 +95,11 @@ class JobRunner:
         while True:
             await self._free.wait()
             self._wake.clear()
-            if len(self._calls) >= self.engine.capacity():
+            capacity = self.engine.capacity()
+            if capacity == 0 and not self._stalled:  # no worker can be reached: the front of the queue hears why
+                self._track(self._refresh_positions(unreachable=True))
+            self._stalled = capacity == 0
+            if len(self._calls) >= capacity:
                 await self._sleep()  # a call ends, a job comes, or it is time to read the capacity again
                 continue
             try:
@@ -167,10 +172,10 @@ class JobRunner:
                 await self._requeue(job, outcome.exception())
 
     async def _requeue(self, job: Job, error: JobLost) -> None:
-        job = await self.store.requeue_lost(job.id)
+        job = await self.store.requeue_lost(job.id, counted=error.worker_died)
         if job.status == "queued":
             log.warning("Job %s requeued: %s", job.id, error)
-            await self.messages.queued(job, lost=True)
+            await self.messages.queued(job, lost=True, unreachable=not error.worker_died)
         elif job.status == "failed":  # lost MAX_ATTEMPTS times
             log.info("Job %s failed: %s for user %s: %s", job.id, job.kind, job.user_id, job.error)
             await self.messages.finished(job, render.failed(job))
@@ -238,11 +243,12 @@ class JobRunner:
             strength=recipe.get("strength"),
         )
 
-    async def _refresh_positions(self) -> None:
-        """Everyone still waiting moved up by one; tell the front of the queue (unfinished_jobs is in run order)."""
+    async def _refresh_positions(self, *, unreachable: bool = False) -> None:
+        """Everyone still waiting moved up by one (or waits for a worker to be back); tell the front of the queue
+        (unfinished_jobs is in run order)."""
         waiting = [job for job in await self.store.unfinished_jobs() if job.status == "queued"]
         for job in waiting[:POSITION_UPDATES]:
-            await self.messages.queued(job)
+            await self.messages.queued(job, unreachable=unreachable)
 
 
 def _summary(result: Result) -> dict:

@@ -685,24 +685,27 @@ class Store:
         log.debug("job %d cancelled", job_id)
         return Job.from_row(row)
 
-    async def requeue_lost(self, job_id: int, now: float | None = None) -> Job:
+    async def requeue_lost(self, job_id: int, now: float | None = None, *, counted: bool = True) -> Job:
         """A running job whose worker went away (a Ray replica killed, its node lost): back to the front of the
         queue, keeping the turn it took; after MAX_ATTEMPTS lost runs it fails with a sentence for its member.
+        counted=False (the cluster couldn't be reached): the run is not counted, so the job never fails for it.
         A job no longer running (cancelled meanwhile) is returned as it is."""
         now = time.time() if now is None else now
+        give_up = MAX_ATTEMPTS if counted else 1 << 62
 
         async def requeue(db: aiosqlite.Connection) -> sqlite3.Row:
             row = await fetch_one(
                 db,
                 """
                 UPDATE jobs SET status = CASE WHEN attempts >= :max THEN 'failed' ELSE 'queued' END,
+                       attempts = CASE WHEN :counted THEN attempts ELSE attempts - 1 END,
                        error = CASE WHEN attempts >= :max THEN :error END,
                        finished_at = CASE WHEN attempts >= :max THEN :now END,
                        started_at = CASE WHEN attempts >= :max THEN started_at END
                  WHERE id = :id AND status = 'running'
                 RETURNING *
                 """,
-                {"max": MAX_ATTEMPTS, "error": LOST_TOO_OFTEN, "now": now, "id": job_id},
+                {"max": give_up, "counted": counted, "error": LOST_TOO_OFTEN, "now": now, "id": job_id},
             )
             return row or await fetch_one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
 
