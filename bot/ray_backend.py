@@ -11,8 +11,8 @@ This module imports ray but never torch: a bot host without a GPU needs only `pi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +34,7 @@ FIRST_RETRY = 1.0  # seconds before the second try to reach the cluster; doubled
 LAST_RETRY = 60.0  # ... up to this
 CAPACITY_EVERY = 5.0  # seconds between reads of how many replicas are running
 STATUS_TIMEOUT = 20.0  # a status read that takes longer counts as the cluster unreachable
+PROBE_TIMEOUT = 5.0  # seconds to open a TCP connection to the head before ray.init
 
 
 @dataclass(eq=False)
@@ -99,6 +100,7 @@ class RayBackend:
 
     def _connect(self) -> None:
         if not ray.is_initialized():
+            _probe(self.address)
             self._connected_here = True
             ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False,
                      configure_logging=False)
@@ -249,6 +251,17 @@ def _settle(job: _Job, *, result: Result | None = None, error: BaseException | N
         job.future.set_exception(error)
     else:
         job.future.set_result(result)
+
+
+def _probe(address: str) -> None:
+    """Fail fast when nothing listens at a HOST:PORT address: ray.init itself waits minutes for an absent head."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # "auto", or a ray:// client address: leave it to ray.init
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT).close()
+    except OSError as error:
+        raise ConnectionError(f"nothing answers at {host}:{port}: {error.strerror or error}") from None
 
 
 def _reason(error: BaseException) -> str:

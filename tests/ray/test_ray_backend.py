@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,26 @@ def replica_pids() -> list[int]:
 
 def fox(steps: int, seed: int = 1) -> Request:
     return Request("imagine", "a red fox", width=64, height=64, steps=steps, seeds=(seed, seed + 1, seed + 2, seed + 3))
+
+
+async def test_an_unreachable_cluster_at_start_up_is_one_line_per_try_backing_off(caplog):
+    """With nothing at RAY_ADDRESS, start() says so in one readable line per try, waits longer each time, and does
+    not give up (runs first in this module, before its cluster exists)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free, and nothing listens on it
+    backend = RayBackend(RaySettings(address=f"127.0.0.1:{port}", gpus=0), EngineSettings())
+    starting = asyncio.create_task(backend.start())
+    try:
+        async with asyncio.timeout(SLOW):
+            while len(tries := [r.getMessage() for r in caplog.records if "Can't reach the Ray" in r.getMessage()]) < 2:
+                await asyncio.sleep(0.05)  # polling the log for the second line
+    finally:
+        starting.cancel()
+    assert f"Can't reach the Ray cluster at 127.0.0.1:{port} (ConnectionError: nothing answers at" in tries[0]
+    assert tries[0].endswith("trying again in 1 s.") and tries[1].endswith("trying again in 2 s.")
+    assert not starting.done() or starting.cancelled()
+    assert not ray.is_initialized()
 
 
 async def run_together(backend, job_ids, steps):
@@ -171,7 +192,11 @@ async def test_the_bot_on_ray_survives_its_replicas_being_killed_mid_job_and_ser
         click = await discord.click(discord.alice, grid, "U1")
         assert (await click.acked()).elapsed < 3
         assert picture(await click.wait_for(has_upscale, SLOW)).size == (128, 128)
+
+        bot.terminate()  # a polite stop, as systemd would: the Ray client disconnects, the replicas stay up
+        assert await asyncio.wait_for(bot.wait(), SLOW) == 0
     finally:
-        bot.terminate()
-        await asyncio.wait_for(bot.wait(), SLOW)
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
         print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
