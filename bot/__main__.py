@@ -20,6 +20,7 @@ import aiohttp
 import discord
 
 from bot import config
+from bot.backend import Backend
 from bot.bot import ImagineBot, use_discord_endpoints
 from bot.store import MigrationError, SchemaTooNew, Store
 from engine import Engine
@@ -36,11 +37,11 @@ class DiscordUnusable(Exception):
 
 @contextlib.asynccontextmanager
 async def services(settings: config.Settings) -> AsyncIterator[ImagineBot]:
-    """Compose everything in order: Discord endpoints, store, engine (model loaded), then the bot."""
+    """Compose everything in order: Discord endpoints, store, backend (model loaded), then the bot."""
     use_discord_endpoints(settings.api_base, settings.gateway_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.database, images_dir=settings.data_dir / "images")
-    engine = Engine(settings.engine)
+    engine = backend(settings)
     try:
         await engine.start()
         async with ImagineBot.create(settings, store, engine) as bot:
@@ -48,6 +49,15 @@ async def services(settings: config.Settings) -> AsyncIterator[ImagineBot]:
     finally:
         await engine.stop()
         await store.close()
+
+
+def backend(settings: config.Settings) -> Backend:
+    """The one place that knows which backend runs the jobs (bot/backend.py)."""
+    if settings.backend == "ray":
+        from bot.ray_backend import RayBackend  # ray is an optional extra: imported only when asked for
+
+        return RayBackend(settings.ray, settings.engine)
+    return Engine(settings.engine)
 
 
 async def reach_discord(settings: config.Settings, stopping: asyncio.Event) -> bool:
@@ -117,6 +127,7 @@ def quiet_third_party() -> None:
     # one "imagine-bot ready" line says; their warnings and errors still show.
     logging.getLogger("discord").setLevel(logging.WARNING)
     logging.getLogger("engine").setLevel(logging.WARNING)
+    logging.getLogger("ray").setLevel(logging.WARNING)  # Ray's and Serve's own INFO lines on connecting
 
 
 async def run(settings: config.Settings) -> None:

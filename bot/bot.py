@@ -11,12 +11,12 @@ import yarl
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot.backend import Backend
 from bot.config import Settings
 from bot.messages import JobMessages
 from bot.replies import report_error
 from bot.runner import JobRunner
 from bot.store import Store
-from engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,12 @@ class ImagineBot(commands.Bot):
     """The bot on one gateway connection; `ImagineBot.create` gives the sharded one when DISCORD_SHARDS is set."""
 
     @staticmethod
-    def create(settings: Settings, store: Store, engine: Engine) -> ImagineBot:
+    def create(settings: Settings, store: Store, engine: Backend) -> ImagineBot:
         """The bot the settings ask for: unsharded by default, on AutoShardedBot with DISCORD_SHARDS."""
         cls = ImagineBot if settings.shards is None else ShardedImagineBot
         return cls(settings, store, engine)
 
-    def __init__(self, settings: Settings, store: Store, engine: Engine) -> None:
+    def __init__(self, settings: Settings, store: Store, engine: Backend) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),

@@ -20,10 +20,47 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the message is one readable line."""
 
 
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """IMAGINE_BACKEND=ray: where the cluster is and what the bot deploys on it (engine/serve.py)."""
+
+    address: str | None = None  # RAY_ADDRESS, Ray's own variable (unset: the cluster `ray start` runs on this host)
+    replicas: int = 1  # IMAGINE_RAY_REPLICAS: one per GPU
+    gpus: float = 1.0  # IMAGINE_RAY_GPUS: GPUs per replica (0: CPU replicas of one CPU each)
+    torch_threads: int | None = None  # IMAGINE_RAY_TORCH_THREADS: torch threads per replica (CPU replicas)
+    shutdown_timeout: float = 900.0  # IMAGINE_RAY_SHUTDOWN_TIMEOUT: seconds a redeploy waits for a running job
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.replicas <= 256:
+            raise ConfigError(f"IMAGINE_RAY_REPLICAS must be from 1 to 256, got {self.replicas}")
+        if self.gpus < 0:
+            raise ConfigError(f"IMAGINE_RAY_GPUS must be 0 (CPU replicas) or more, got {self.gpus:g}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"IMAGINE_RAY_TORCH_THREADS must be 1 or more, got {self.torch_threads}")
+        if self.shutdown_timeout <= 0:
+            raise ConfigError(f"IMAGINE_RAY_SHUTDOWN_TIMEOUT must be more than 0 s, got {self.shutdown_timeout:g}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RaySettings:
+        values = {
+            "replicas": _number(env, "IMAGINE_RAY_REPLICAS", int),
+            "gpus": _number(env, "IMAGINE_RAY_GPUS", float),
+            "torch_threads": _number(env, "IMAGINE_RAY_TORCH_THREADS", int),
+            "shutdown_timeout": _number(env, "IMAGINE_RAY_SHUTDOWN_TIMEOUT", float),
+        }
+        return cls(address=env.get("RAY_ADDRESS", "").strip() or None,
+                   **{key: value for key, value in values.items() if value is not None})
+
+
 @dataclass(frozen=True)
 class Settings:
     token: str
     engine: EngineSettings
+    backend: str = "local"
+    ray: RaySettings = RaySettings()
     data_dir: Path = Path("data")
     api_base: str = DISCORD_API_BASE
     gateway_url: str = DISCORD_GATEWAY_URL
@@ -37,7 +74,8 @@ class Settings:
         return self.data_dir / "imagine.db"
 
     def __repr__(self) -> str:  # never print the token
-        return f"Settings(data_dir={self.data_dir!s}, api_base={self.api_base!r}, engine={self.engine!r})"
+        return (f"Settings(data_dir={self.data_dir!s}, api_base={self.api_base!r}, engine={self.engine!r}, "
+                f"backend={self.backend!r})")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -48,9 +86,14 @@ class Settings:
             engine = EngineSettings.from_env(env)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        backend = env.get("IMAGINE_BACKEND", "").strip().lower() or "local"
+        if backend not in BACKENDS:
+            raise ConfigError(f"IMAGINE_BACKEND must be local or ray, got {backend!r}")
         return cls(
             token=token,
             engine=engine,
+            backend=backend,
+            ray=RaySettings.from_env(env),
             data_dir=Path(env.get("DATA_DIR") or "data"),
             api_base=(env.get("DISCORD_API_BASE") or DISCORD_API_BASE).rstrip("/"),
             gateway_url=env.get("DISCORD_GATEWAY_URL") or DISCORD_GATEWAY_URL,

@@ -76,9 +76,16 @@ class JobMessages:
         self._showing: dict[int, _Showing] = {}
         self.budget = EditBudget()
 
-    async def queued(self, job: Job, *, restarted: bool = False) -> None:
+    async def queued(self, job: Job, *, restarted: bool = False, lost: bool = False, unreachable: bool = False) -> None:
+        """The job waits; `lost`: again, after the worker making it went away (its progress no longer holds);
+        `unreachable`: until the GPU workers can be reached again."""
+        if lost and (showing := self._showing.get(job.id)):
+            if showing.progress_task:
+                await asyncio.gather(showing.progress_task, return_exceptions=True)
+            self._showing.pop(job.id, None)
         position = await self.bot.store.queue_position(job.id)
-        await self._show(job, QUEUED, render.queued(job, position, restarted=restarted), throttle=False)
+        await self._show(job, QUEUED, render.queued(job, position, restarted=restarted, lost=lost,
+                                                             unreachable=unreachable), throttle=False)
 
     def progress(self, job: Job, step: int, total: int, preview: bytes | None) -> None:
         """Called for every engine step and never waits for Discord.

@@ -51,13 +51,18 @@ def headline(job: Job) -> str:
     return f"**{prompt}**{source} — <@{job.user_id}>"
 
 
-def queued(job: Job, position: int | None, *, restarted: bool = False) -> Shown:
+def queued(job: Job, position: int | None, *, restarted: bool = False, lost: bool = False,
+           unreachable: bool = False) -> Shown:
     if position and position > 1:
         wait = f"Waiting to start: #{position} in the queue"
     else:
         wait = "Waiting to start: next in the queue"
     if restarted:
         wait += " (the bot restarted; your job kept its place)"
+    if unreachable:
+        wait += " (the GPU workers can't be reached right now; your job keeps its place and runs when they're back)"
+    elif lost:
+        wait += " (the GPU worker making it went away; your job is first in line again)"
     return Shown(f"{headline(job)} ({wait})", view=cancel_view(job.id))
 
 

@@ -1,5 +1,5 @@
-"""Feed the engine from the store's queue, one call at a time (a job, or a batch of compatible jobs of different
-members), and show each job's life on Discord."""
+"""Feed the backend from the store's queue, up to its capacity() calls at once (each a job, or a batch of compatible
+jobs of different members), and show each job's life on Discord."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from bot import render
+from bot.backend import Backend
 from bot.errors import UserError
 from bot.store import Job, Store
-from engine import Engine, JobCancelled, JobFailed, Progress, Request, Result, batching
+from engine import JobCancelled, JobFailed, JobLost, Progress, Request, Result, batching
 
 if TYPE_CHECKING:
     from bot.messages import JobMessages
@@ -20,18 +21,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POSITION_UPDATES = 3  # the front of the queue sees itself move up; edits cost rate limit, /queue shows the rest
+CAPACITY_EVERY = 5.0  # seconds between looks at backend.capacity() while idle or full (Ray replicas come and go)
 
 
 class JobRunner:
-    """The only task that hands work to the engine.
+    """The only task that hands work to the backend (bot/backend.py).
 
-    It claims the next job, with the companions that may share its pipeline call, in one write transaction (the
-    store decides whose turn it is; engine/batching.py which queued jobs fit), so the engine stays free of SQL and
+    It keeps up to backend.capacity() calls in flight (one for the local engine, one per running replica on Ray);
+    each free slot claims the next turn, with the companions that may share its call, in one write transaction (the
+    store decides whose turn it is; engine/batching.py which queued jobs fit), so the backend stays free of SQL and
     a restart loses nothing: a job that was running goes back to the queue and runs again, unless it was
-    interrupted twice (it may be what kills the bot); then it fails and its member is told why.
+    interrupted twice (it may be what kills the bot); then it fails and its member is told why. A slot is free again
+    as soon as the backend is done with its call: showing the results on Discord does not hold it.
     """
 
-    def __init__(self, store: Store, engine: Engine, messages: JobMessages) -> None:
+    def __init__(self, store: Store, engine: Backend, messages: JobMessages) -> None:
         self.store = store
         self.engine = engine
         self.messages = messages
@@ -39,7 +43,9 @@ class JobRunner:
         self._free = asyncio.Event()  # cleared while held(): claim nothing
         self._free.set()
         self._task: asyncio.Task | None = None
-        self._refresher: asyncio.Task | None = None
+        self._calls: set[asyncio.Task] = set()  # calls in flight, one per busy slot
+        self._shows: set[asyncio.Task] = set()  # results being shown on Discord
+        self._stalled = False  # capacity() was 0 at the last look
         self.recovered = 0  # unfinished jobs taken back after a restart (the bot's ready line says how many)
 
     async def start(self) -> None:
@@ -55,13 +61,14 @@ class JobRunner:
         self._task = asyncio.create_task(self._run(), name="imagine-runner")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        tasks = [task for task in (self._task, *self._calls, *self._shows) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
 
     def wake(self) -> None:
-        """A job was admitted: look at the queue again."""
+        """A job was admitted, or a slot came free: look at the queue again."""
         self._wake.set()
 
     @contextlib.asynccontextmanager
@@ -80,7 +87,7 @@ class JobRunner:
         if cancelled is None:
             return None
         if not self.engine.cancel(job.id):
-            # Not in the engine: it was still queued, so nobody else will update its message.
+            # Not in the backend (still queued, or its worker is gone): nobody else will update its message.
             await self.messages.finished(cancelled, render.cancelled(cancelled))
         return cancelled
 
@@ -88,19 +95,40 @@ class JobRunner:
         while True:
             await self._free.wait()
             self._wake.clear()
+            capacity = self.engine.capacity()
+            if capacity == 0 and not self._stalled:  # no worker can be reached: the front of the queue hears why
+                self._track(self._refresh_positions(unreachable=True))
+            self._stalled = capacity == 0
+            if len(self._calls) >= capacity:
+                await self._sleep()  # a call ends, a job comes, or it is time to read the capacity again
+                continue
             try:
                 jobs = await self._claim()
             except Exception:
                 log.exception("Could not read the job queue; retrying when the next job arrives")
                 jobs = []
             if not jobs:
-                await self._wake.wait()
+                await self._sleep()
                 continue
-            self._refresher = asyncio.create_task(self._refresh_positions())
-            try:
-                await self._run_jobs(jobs)
-            except Exception:  # the store or Discord broke under us; the next job must still run
-                log.exception("Job(s) %s could not be completed", ", ".join(str(job.id) for job in jobs))
+            call = asyncio.create_task(self._call(jobs), name=f"imagine-call-{jobs[0].id}")
+            self._calls.add(call)
+            call.add_done_callback(self._call_done)
+            self._track(self._refresh_positions())
+
+    async def _sleep(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), CAPACITY_EVERY)
+
+    def _call_done(self, call: asyncio.Task) -> None:
+        self._calls.discard(call)
+        if not call.cancelled() and call.exception() is not None:  # the store or Discord broke under us
+            log.error("A call could not be completed", exc_info=call.exception())
+        self.wake()
+
+    def _track(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._shows.add(task)
+        task.add_done_callback(self._shows.discard)
 
     async def _claim(self) -> list[Job]:
         """The head of the fair queue, and the queued jobs of other members that can share its pipeline call."""
@@ -114,8 +142,9 @@ class JobRunner:
 
         return await self.store.claim_batch(plan, window=1 + batching.WINDOW if max_batch > 1 else 1)
 
-    async def _run_jobs(self, jobs: list[Job]) -> None:
-        # 1. Build the engine requests, with the source image for buttons that start from one; a job whose request
+    async def _call(self, jobs: list[Job]) -> None:
+        """One slot's call: hold the slot until the backend is done with every job of it; results show apart."""
+        # 1. Build the requests, with the source image for buttons that start from one; a job whose request
         #    cannot be built fails alone, and the others still run.
         runnable: list[tuple[Job, Request]] = []
         for job in jobs:
@@ -123,15 +152,33 @@ class JobRunner:
                 runnable.append((job, await self._request_for(job)))
             except (UserError, ValueError) as error:  # e.g. the source images were pruned; a refused recipe
                 failed = await self.store.fail_job(job.id, str(error))
-                await self.messages.finished(failed, render.failed(failed))
+                self._track(self.messages.finished(failed, render.failed(failed)))
         if not runnable:
             return
 
-        # 2. Let the engine make them in one call; each job's progress flows back to its own message as it comes.
-        outcomes = self.engine.submit_batch([(job.id, request, self._progress_for(job)) for job, request in runnable])
+        # 2. Let the backend make them in one call; each job's progress flows back to its own message as it comes.
+        outcomes = [asyncio.ensure_future(outcome) for outcome in self.engine.submit_batch(
+            [(job.id, request, self._progress_for(job)) for job, request in runnable])]
 
-        # 3. Each job's outcome is shown as soon as it is known (a job cancelled mid-batch is answered at once).
-        await asyncio.gather(*(self._show(job, outcome) for (job, _), outcome in zip(runnable, outcomes)))
+        # 3. Each job's outcome is shown as soon as it is known (a job cancelled mid-batch is answered at once),
+        #    while the slot is already free for the next call.
+        for (job, _), outcome in zip(runnable, outcomes):
+            self._track(self._show(job, outcome))
+        await asyncio.wait(outcomes)
+
+        # 4. A job whose worker went away goes back to the front of the queue before this slot claims again.
+        for (job, _), outcome in zip(runnable, outcomes):
+            if not outcome.cancelled() and isinstance(outcome.exception(), JobLost):
+                await self._requeue(job, outcome.exception())
+
+    async def _requeue(self, job: Job, error: JobLost) -> None:
+        job = await self.store.requeue_lost(job.id, counted=error.worker_died)
+        if job.status == "queued":
+            log.warning("Job %s requeued: %s", job.id, error)
+            await self.messages.queued(job, lost=True, unreachable=not error.worker_died)
+        elif job.status == "failed":  # lost MAX_ATTEMPTS times
+            log.info("Job %s failed: %s for user %s: %s", job.id, job.kind, job.user_id, job.error)
+            await self.messages.finished(job, render.failed(job))
 
     def _progress_for(self, job: Job):
         def on_progress(progress: Progress) -> None:
@@ -153,6 +200,8 @@ class JobRunner:
             log.info("Job %s cancelled: %s for user %s", job.id, job.kind, job.user_id)
             await self.messages.finished(job, render.cancelled(job))
             return
+        except JobLost:
+            return  # its call puts it back in the queue (_requeue)
         except JobFailed as error:
             job = await self.store.fail_job(job.id, str(error))
             log.info("Job %s failed: %s for user %s: %s", job.id, job.kind, job.user_id, error)
@@ -198,11 +247,12 @@ class JobRunner:
             image_weight=recipe.get("image_weight") if recipe.get("image_prompt") else None,
         )
 
-    async def _refresh_positions(self) -> None:
-        """Everyone still waiting moved up by one; tell the front of the queue (unfinished_jobs is in run order)."""
+    async def _refresh_positions(self, *, unreachable: bool = False) -> None:
+        """Everyone still waiting moved up by one (or waits for a worker to be back); tell the front of the queue
+        (unfinished_jobs is in run order)."""
         waiting = [job for job in await self.store.unfinished_jobs() if job.status == "queued"]
         for job in waiting[:POSITION_UPDATES]:
-            await self.messages.queued(job)
+            await self.messages.queued(job, unreachable=unreachable)
 
 
 def _summary(result: Result) -> dict:

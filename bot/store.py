@@ -44,6 +44,10 @@ INTERRUPTED_TOO_OFTEN = (
     "The bot stopped twice while making this, so it won't try a third time: it may be too big for this server. "
     "Try a smaller size or fewer steps, or ask the server owner to look at the bot's log."
 )
+LOST_TOO_OFTEN = (
+    "The GPU worker making this went away twice, so I won't try a third time: it may be too big for this server. "
+    "Try a smaller size or fewer steps, or ask the server owner to look at the Ray cluster's logs."
+)
 BUSY_TIMEOUT_MS = 10_000
 T = TypeVar("T")
 
@@ -697,6 +701,32 @@ class Store:
             return None
         log.debug("job %d cancelled", job_id)
         return Job.from_row(row)
+
+    async def requeue_lost(self, job_id: int, now: float | None = None, *, counted: bool = True) -> Job:
+        """A running job whose worker went away (a Ray replica killed, its node lost): back to the front of the
+        queue, keeping the turn it took; after MAX_ATTEMPTS lost runs it fails with a sentence for its member.
+        counted=False (the cluster couldn't be reached): the run is not counted, so the job never fails for it.
+        A job no longer running (cancelled meanwhile) is returned as it is."""
+        now = time.time() if now is None else now
+        give_up = MAX_ATTEMPTS if counted else 1 << 62
+
+        async def requeue(db: aiosqlite.Connection) -> sqlite3.Row:
+            row = await fetch_one(
+                db,
+                """
+                UPDATE jobs SET status = CASE WHEN attempts >= :max THEN 'failed' ELSE 'queued' END,
+                       attempts = CASE WHEN :counted THEN attempts ELSE attempts - 1 END,
+                       error = CASE WHEN attempts >= :max THEN :error END,
+                       finished_at = CASE WHEN attempts >= :max THEN :now END,
+                       started_at = CASE WHEN attempts >= :max THEN started_at END
+                 WHERE id = :id AND status = 'running'
+                RETURNING *
+                """,
+                {"max": give_up, "counted": counted, "error": LOST_TOO_OFTEN, "now": now, "id": job_id},
+            )
+            return row or await fetch_one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+        return Job.from_row(await self._write(requeue))
 
     async def recover(self, now: float | None = None) -> Recovered:
         """At start-up: put jobs left running by a crash back in the queue, ahead of everything (in the order they

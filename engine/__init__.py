@@ -5,7 +5,7 @@ Importing this package does not import torch or diffusers; `Engine.start()` load
 
 from engine import batching
 from engine.engine import Engine
-from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Progress, Request, Result
+from engine.jobs import JobCancelled, JobFailed, JobLost, ModelDefaults, Progress, Request, Result
 from engine.settings import EngineSettings
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "EngineSettings",
     "JobCancelled",
     "JobFailed",
+    "JobLost",
     "ModelDefaults",
     "Progress",
     "Request",

@@ -177,6 +177,10 @@ class Engine:
             raise RuntimeError("Engine.max_batch is known after `await engine.start()`")
         return self._runner.max_batch
 
+    def capacity(self) -> int:
+        """Calls this backend runs at once: one, on this process's pipeline (bot/backend.py)."""
+        return 1
+
     @property
     def fast_path(self) -> str | None:
         """What the opt-in fast-path settings did (compile and its warm-up, channels_last, VAE, previews), in one

@@ -18,6 +18,16 @@ class JobCancelled(Exception):
     """A job was cancelled before it finished (while queued, or between two denoising steps)."""
 
 
+class JobLost(Exception):
+    """The worker running a job went away before it finished (a Ray replica's process was killed, its node lost):
+    the job itself may be fine, so the bot puts it back at the front of the queue. worker_died=False: the cluster
+    could not be reached, which says nothing about the job, so the run does not count as an attempt."""
+
+    def __init__(self, message: str, *, worker_died: bool = True) -> None:
+        super().__init__(message)
+        self.worker_died = worker_died
+
+
 @dataclass(frozen=True)
 class ModelDefaults:
     steps: int

@@ -19,3 +19,20 @@ def test_bot_modules_never_import_torch_or_diffusers():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_the_ray_client_needs_no_gpu_stack():
+    """With IMAGINE_BACKEND=ray the bot builds its Ray client (and the deployment it would deploy) without torch or
+    diffusers: a GPU-less bot host needs only the ray extra."""
+    code = (
+        "import sys\n"
+        "from bot import config\n"
+        "from bot.__main__ import backend\n"
+        "settings = config.Settings.from_env({'DISCORD_TOKEN': 't', 'IMAGINE_BACKEND': 'ray', 'RAY_ADDRESS': 'x:1'})\n"
+        "client = backend(settings)\n"
+        "assert type(client).__name__ == 'RayBackend', client\n"
+        "import engine.serve, engine.protocol\n"
+        "heavy = sorted(n for n in ('torch', 'diffusers', 'transformers') if n in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ImagesGone, InvalidLimit, JobNotFound, RateLimited, TooManyQueued, UserError
-from bot.store import INTERRUPTED_TOO_OFTEN, Limits, MigrationError, Preferences, SchemaTooNew, Store, migrations_folder
+from bot.store import (INTERRUPTED_TOO_OFTEN, LOST_TOO_OFTEN, Limits, MigrationError, Preferences, SchemaTooNew,
+                       Store, migrations_folder)
 
 T0 = 1_700_000_000.0
 OPEN = Limits(jobs_per_hour=1000, max_queued=1000)  # limits that never refuse, for queue stories
@@ -459,6 +460,33 @@ async def test_a_job_interrupted_twice_fails_and_the_next_job_runs(tmp_path):
         assert (await store.get_job(poison.id)).status == "failed"
         assert (await store.claim_next(now=T0 + 6)).id == other.id
         assert (await store.recover(now=T0 + 7)).failed == []  # failed once, shown once
+
+
+async def test_a_job_whose_worker_went_away_runs_next_and_fails_after_two_lost_runs(store):
+    """A job lost by its worker (a Ray replica killed) runs next, before older jobs of others, and after its second
+    lost run fails with a sentence instead of running a third time."""
+    lost = await queue(store, 1, now=T0)
+    other = await queue(store, 2, now=T0 + 1)
+    assert (await store.claim_next(now=T0 + 2)).id == lost.id
+
+    requeued = await store.requeue_lost(lost.id, now=T0 + 3)
+
+    assert (requeued.status, requeued.error, requeued.started_at) == ("queued", None, None)
+    assert await store.queue_position(lost.id) == 1 and await store.queue_position(other.id) == 2
+    assert (await store.claim_next(now=T0 + 4)).id == lost.id
+    failed = await store.requeue_lost(lost.id, now=T0 + 5)
+    assert (failed.status, failed.error, failed.finished_at, failed.attempts) == ("failed", LOST_TOO_OFTEN, T0 + 5, 2)
+    assert (await store.claim_next(now=T0 + 6)).id == other.id
+
+
+async def test_a_job_lost_because_the_cluster_was_unreachable_is_never_given_up(store):
+    """Runs cut short because the Ray cluster couldn't be reached don't count as attempts: the job stays first in
+    line however often it happens, and its attempts stay as they were."""
+    job = await queue(store, 1, now=T0)
+    for n in range(3):
+        assert (await store.claim_next(now=T0 + 1 + 2 * n)).id == job.id
+        requeued = await store.requeue_lost(job.id, now=T0 + 2 + 2 * n, counted=False)
+        assert (requeued.status, requeued.attempts) == ("queued", 0)
 
 
 async def test_attempts_count_only_runs_that_a_restart_cut_short(tmp_path):

@@ -1,0 +1,45 @@
+"""The seam between the runner and whatever makes the images: one small async interface, two implementations.
+
+    engine.Engine            this process's pipeline, one call at a time (IMAGINE_BACKEND=local, the default)
+    bot.ray_backend.Ray      Ray Serve replicas, one call in flight per replica (IMAGINE_BACKEND=ray)
+
+bot/__main__.py picks one; nothing else in bot/ knows which it got. The queue stays in the store either way: a
+backend is handed at most capacity() calls at once and never holds a backlog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import Callable, Protocol
+
+from engine import ModelDefaults, Progress, Request, Result
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Backend(Protocol):
+    """Runs calls of one job, or of a batch of jobs with one batch key (engine/batching.py).
+
+    submit_batch returns one awaitable per job, each settling on its own: its Result, or JobFailed (a sentence for
+    the member), JobCancelled, or JobLost (the worker went away; the job goes back to the front of the queue).
+    Progress comes to each job's callback on the event loop.
+    """
+
+    defaults: ModelDefaults  # what the bot offers members: steps, guidance, native size, model name
+    device: str
+    dtype: str
+    max_batch: int  # most jobs one call takes
+    fast_path: str | None  # what the opt-in fast-path settings did, for the ready line; None when none is on
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def capacity(self) -> int:
+        """Calls that can run at once now (0 while no worker can be reached); read again before each claim."""
+
+    def submit_batch(self, jobs: Sequence[tuple[object, Request, ProgressCallback | None]]
+                     ) -> list[Awaitable[Result]]: ...
+
+    def cancel(self, job_id: object) -> bool:
+        """Stop a job of a call in flight (at its next step); False if this backend doesn't have it."""

@@ -1,0 +1,61 @@
+"""What crosses between the bot and a Ray Serve replica (engine/serve.py): plain dataclasses, versioned with the code.
+
+    bot -> replica   Call (the jobs of one call, as engine.Request)
+    replica -> bot   Started, then Step* and one Done or Failed per job, as a stream
+
+A replica refuses a Call of another VERSION with a sentence saying to upgrade both sides together.
+No torch here: the bot host imports this without a GPU stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.jobs import ModelDefaults, Request, Result
+
+VERSION = 1  # raise with any change below; bot and replicas must run the same code
+
+
+@dataclass(frozen=True)
+class Call:
+    jobs: tuple[tuple[int, Request], ...]  # (job id, request): one job, or a batch with one batch key
+    version: int = VERSION
+
+
+@dataclass(frozen=True)
+class About:
+    """A replica's answer to describe(): what the bot offers members, and how many jobs a call may take."""
+
+    defaults: ModelDefaults
+    device: str
+    dtype: str
+    max_batch: int
+    fast_path: str | None = None  # what the opt-in fast-path settings did (Engine.fast_path)
+    version: int = VERSION
+
+
+@dataclass(frozen=True)
+class Started:
+    pid: int  # the replica's process (logs, and tests that kill it)
+    node: str
+
+
+@dataclass(frozen=True)
+class Step:
+    job_id: int
+    step: int
+    total: int
+    preview: bytes | None
+
+
+@dataclass(frozen=True)
+class Done:
+    job_id: int
+    result: Result  # the job's PNG bytes (and grid), with their recipes
+
+
+@dataclass(frozen=True)
+class Failed:
+    job_id: int
+    message: str  # a sentence for the member (engine.JobFailed), e.g. today's out-of-memory message
+    cancelled: bool = False
