@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import logging
 import time
 from collections import defaultdict, deque
@@ -28,6 +30,9 @@ QUEUED, RUNNING, FINAL = range(3)
 # later edit in the channel waits in line, results included.
 EDITS_PER_WINDOW = 5
 EDIT_WINDOW = 5.0
+# A result is never dropped for a busy channel: after discord.py's own retries give up on a 429 or a 5xx, it is sent
+# again after these pauses (seconds).
+RESULT_RETRIES = (2.0, 5.0, 15.0, 30.0)
 
 
 class EditBudget:
@@ -75,6 +80,9 @@ class JobMessages:
         self.interval = interval
         self._showing: dict[int, _Showing] = {}
         self.budget = EditBudget()
+        # Results of one channel go out one at a time: sent together, they would all wait out the same 429 and
+        # retry together, and some would run out of retries.
+        self._results: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def queued(self, job: Job, *, restarted: bool = False, lost: bool = False, unreachable: bool = False) -> None:
         """The job waits; `lost`: again, after the worker making it went away (its progress no longer holds);
@@ -121,13 +129,37 @@ class JobMessages:
             if not self.budget.spend(job.channel_id, force=phase == FINAL):
                 return
             showing.phase = phase
-            try:
-                await self._deliver(fresh, phase, shown)
-            except discord.HTTPException as error:
-                log.warning("Could not update the message of job %s: %s", job.id, error)
-            except Exception:
-                log.exception("Could not update the message of job %s", job.id)
+            if phase == FINAL:
+                async with self._results[job.channel_id]:
+                    await self._deliver_result(fresh, shown)
+            else:
+                try:
+                    await self._deliver(fresh, phase, shown)
+                except discord.HTTPException as error:
+                    log.warning("Could not update the message of job %s: %s", job.id, error)
+                except Exception:
+                    log.exception("Could not update the message of job %s", job.id)
             showing.last_edit = time.monotonic()
+
+    async def _deliver_result(self, job: Job, shown: render.Shown) -> None:
+        """Show a job's final state, trying again later while Discord is busy (429) or failing (5xx)."""
+        for pause in (*RESULT_RETRIES, None):
+            try:
+                await self._deliver(job, FINAL, shown)
+                return
+            except discord.HTTPException as error:
+                if pause is None or not (error.status == 429 or error.status >= 500):
+                    log.warning("Could not show the result of job %s: %s", job.id, error)
+                    return
+                log.info("Discord is busy (%s); showing the result of job %s again in %g s", error.status, job.id,
+                         pause)
+            except Exception:
+                log.exception("Could not show the result of job %s", job.id)
+                return
+            await asyncio.sleep(pause)
+            job = await self.bot.store.get_job(job.id) or job  # the token may have been dropped meanwhile
+            shown = _with_fresh_files(shown)
+
 
     async def _deliver(self, job: Job, phase: int, shown: render.Shown) -> None:
         store = self.bot.store
@@ -163,3 +195,10 @@ class JobMessages:
             allowed_mentions=ping(job.user_id),  # the one ping the bot sends: your result is here
         )
         await store.set_message(job.id, message.id)
+
+
+def _with_fresh_files(shown: render.Shown) -> render.Shown:
+    """The same message with new File objects: discord.py has read (and released) the ones of the last try."""
+    files = [discord.File(io.BytesIO(f.fp.getvalue()), filename=f.filename, description=f.description)
+             for f in shown.files]
+    return dataclasses.replace(shown, files=files)
