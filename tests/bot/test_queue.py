@@ -76,6 +76,19 @@ async def test_engine_failure_edits_the_message_and_the_next_job_runs(discord, b
     await fine.wait_for(has_grid, GRID_TIMEOUT)
 
 
+async def test_a_result_discord_keeps_refusing_for_a_while_still_arrives(discord, bot):
+    """A late result Discord answers with 429s past discord.py's own retries (it tries 5 times) is sent again later,
+    not dropped: the member gets their grid."""
+    slow = await busy_engine(discord, "alice")
+    discord.expire_token(slow)  # so the result is a fresh channel message: the one post this job makes
+    discord.busy_posts = 7
+
+    fresh = await discord.wait_for_message(
+        "general", lambda m: has_grid(m) and m not in slow.messages, GRID_TIMEOUT
+    )
+    assert discord.busy_posts == 0 and f"<@{discord.alice.id}>" in fresh.content
+
+
 async def test_result_after_the_token_expired_is_a_fresh_message_mentioning_the_member(discord, bot):
     """When the interaction token is no longer accepted, the grid is posted as a new channel message with a ping."""
     slow = await busy_engine(discord, "alice")

@@ -77,6 +77,17 @@ class DiscordError(Exception):
         self.status, self.body, self.headers = status, {"message": message, "code": code, **extra}, headers or {}
 
 
+def _rate_limited(bucket: str, limit: int, retry_after: float) -> DiscordError:
+    """A per-route (shared) 429 with the headers and body Discord sends, retry_after in seconds."""
+    return DiscordError(429, "You are being rate limited.", 0, headers={
+        "Retry-After": str(max(1, int(retry_after + 0.999))),
+        "X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset-After": f"{retry_after:.3f}",
+        "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
+        "X-RateLimit-Bucket": bucket, "X-RateLimit-Scope": "shared"},
+        retry_after=retry_after, **{"global": False})
+
+
 def invalid_form(field_name: str, message: str, code: str = "BASE_TYPE_INVALID") -> DiscordError:
     return DiscordError(400, "Invalid Form Body", 50035,
                         errors={field_name: {"_errors": [{"code": code, "message": message}]}})
@@ -156,6 +167,7 @@ class DiscordStandin:
         self.token_lifetime = 15 * 60.0  # seconds an interaction token works; later gets 401 / 50027
         self.edit_limit = 5  # message edits per channel ...
         self.edit_window = 5.0  # ... per this many seconds; more gets 429
+        self.busy_posts = 0  # the next this many channel messages the bot posts get a short 429, as a busy Discord's
         self.heartbeat_interval = 41.25  # seconds, sent in HELLO
         self.refuse_resume = True  # answer RESUME with op 9 (session invalid), as Discord may
         self.recommended_shards: int | None = None  # GET /gateway/bot's `shards`; None: one per 1,000 servers
@@ -1229,6 +1241,9 @@ class DiscordStandin:
     async def _create_channel_message(self, channel_id: str, body: _Body, **_: Any) -> dict[str, Any]:
         channel = self._channel_by_id(channel_id)
         self._check_bot_permission(channel, VIEW_CHANNEL | SEND_MESSAGES | (ATTACH_FILES if body.files else 0))
+        if self.busy_posts > 0:
+            self.busy_posts -= 1
+            raise _rate_limited(f"posts{channel_id}", 5, 0.01)
         payload = body.json or {}
         message = self._new_message(channel, payload, body.files, author=self.bot_user, allowed_flags=4 | 4096)
         await self._store_new_message(message, channel)
@@ -1386,13 +1401,7 @@ class DiscordStandin:
             times.popleft()
         if len(times) >= self.edit_limit:
             retry_after = round(max(self.edit_window - (now - times[0]), 0.001), 3)
-            raise DiscordError(429, "You are being rate limited.", 0, headers={
-                "Retry-After": str(max(1, int(retry_after + 0.999))),
-                "X-RateLimit-Limit": str(self.edit_limit), "X-RateLimit-Remaining": "0",
-                "X-RateLimit-Reset-After": f"{retry_after:.3f}",
-                "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
-                "X-RateLimit-Bucket": f"edits{channel_id}", "X-RateLimit-Scope": "shared"},
-                retry_after=retry_after, **{"global": False})
+            raise _rate_limited(f"edits{channel_id}", self.edit_limit, retry_after)
         times.append(now)
 
     def _message_dict(self, channel: Channel, *, author: User, content: str = "", type: int = 0) -> dict[str, Any]:

@@ -663,3 +663,18 @@ async def test_a_select_on_an_ephemeral_panel_updates_it_in_place_for_its_member
     assert (await pick.acked()).type == 7
     await discord.wait_until(lambda: shown.content == "aspect 16:9")
     assert picked == [["16:9"]] and shown.ephemeral and shown.edits == 1
+
+
+async def test_busy_posts_answer_a_shared_429_then_let_the_post_through(discord):
+    """With busy_posts = 1 the next channel post gets Discord's 429 body and headers; the retry is posted."""
+    url = f"{discord.api_base}/channels/{discord.channel('general').id}/messages"
+    headers = {"Authorization": f"Bot {discord.token}"}
+    discord.busy_posts = 1
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(url, json={"content": "hello"}) as refused:
+            body = await refused.json()
+            assert refused.status == 429 and refused.headers["X-RateLimit-Scope"] == "shared"
+            assert body["retry_after"] == 0.01 and body["global"] is False
+        async with session.post(url, json={"content": "hello"}) as posted:
+            assert posted.status == 200
+    assert [m.content for m in discord.messages("general")] == ["hello"]
