@@ -131,6 +131,10 @@ def quiet_third_party() -> None:
     logging.getLogger("discord").setLevel(logging.WARNING)
     logging.getLogger("engine").setLevel(logging.WARNING)
     logging.getLogger("ray").setLevel(logging.WARNING)  # Ray's and Serve's own INFO lines on connecting
+    # ray.init, called off the main thread on purpose, warns that it leaves SIGTERM alone: the bot's own handler.
+    logging.getLogger("ray._private.worker").addFilter(
+        lambda record: "SIGTERM handler is not set" not in record.getMessage()
+    )
 
 
 async def run(settings: config.Settings) -> None:

@@ -159,6 +159,33 @@ async def test_the_bot_starts_on_discord_while_the_cluster_is_down_and_refuses_p
     assert "Traceback" not in output
 
 
+async def test_a_sigterm_stops_a_start_up_stuck_inside_ray_init(discord, bot_env, tmp_path):
+    """Something at RAY_ADDRESS that accepts connections but never answers holds ray.init for minutes; a SIGTERM
+    then stops `python -m bot` at once and cleanly (Ray's "SIGTERM handler is not set" notice is not shown)."""
+    accepted = asyncio.Event()
+
+    async def mute(reader, writer):
+        accepted.set()
+        await reader.read()  # never answers; the bot's end closes it
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    log = tmp_path / "bot.log"
+    env = bot_env | {"IMAGINE_BACKEND": "ray", "IMAGINE_RAY_GPUS": "0",
+                     "RAY_ADDRESS": f"127.0.0.1:{server.sockets[0].getsockname()[1]}"}
+    bot = await start_process(env, log)
+    try:
+        await asyncio.wait_for(accepted.wait(), SLOW)
+        assert await stop_process(bot, log) == 0
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+        server.close()
+        print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
+    output = log.read_text(errors="replace")
+    assert "Traceback" not in output and "SIGTERM handler is not set" not in output
+
+
 async def run_together(backend, job_ids, steps):
     """Submit one call per job at once; each job's (time, step) progress, its end time, and the results."""
     progress = {job_id: [] for job_id in job_ids}
