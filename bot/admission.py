@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.backend import offered
 from bot.errors import UserError
 from bot.parsing import MAX_STEPS, find_banned, new_seeds, parse_imagine, remix_text, split_flags
 from bot.replies import tell, token_expiry
@@ -63,7 +64,7 @@ async def submit(interaction: discord.Interaction[ImagineBot], kind: str, recipe
         return None
 
     bot.runner.wake()  # an idle engine starts at once; the "waiting" edit below is then skipped as stale
-    await bot.messages.queued(job)
+    await bot.messages.queued(job, unreachable=bot.engine.capacity() == 0)  # no worker up: say so at once
     return job
 
 
@@ -97,7 +98,7 @@ async def click(interaction: discord.Interaction[ImagineBot], action: str, job_i
     if action in REMIXABLE:  # U1-U4 need none: no Remix, no variation mode
         preferences = await bot.store.preferences(interaction.guild_id, interaction.user.id)
     if preferences.remix:
-        text = remix_text(parent.recipe, bot.engine.defaults)
+        text = remix_text(parent.recipe, offered(bot.engine))
         await interaction.response.send_modal(remix_modal(action, parent.id, index, text))
         return
     await interaction.response.defer(thinking=True)  # this click starts a job: its message is public
@@ -114,7 +115,7 @@ async def remix(interaction: discord.Interaction[ImagineBot], action: str, job_i
     parent = await clicked_job(interaction, job_id)
     await _check_index(interaction, parent, action, index)
     preferences = await bot.store.preferences(interaction.guild_id, interaction.user.id)
-    edited = parse_imagine(text, bot.engine.defaults, max_steps=MAX_STEPS, default_aspect=preferences.aspect)
+    edited = parse_imagine(text, offered(bot.engine), max_steps=MAX_STEPS, default_aspect=preferences.aspect)
     kind, recipe = follow_up(parent, action, index, preferences)
     seeded = "seed" in split_flags(text)[1]  # new seeds, as the button would, unless the member typed --seed
     recipe |= {k: v for k, v in edited.to_dict().items() if k != "seeds" or seeded} | {"remix": True}

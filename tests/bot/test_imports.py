@@ -29,7 +29,7 @@ def test_the_ray_client_needs_no_gpu_stack():
         "from bot import config\n"
         "from bot.__main__ import backend\n"
         "settings = config.Settings.from_env({'DISCORD_TOKEN': 't', 'IMAGINE_BACKEND': 'ray', 'RAY_ADDRESS': 'x:1'})\n"
-        "client = backend(settings)\n"
+        "client = backend(settings, None)\n"
         "assert type(client).__name__ == 'RayBackend', client\n"
         "import engine.serve, engine.protocol\n"
         "heavy = sorted(n for n in ('torch', 'diffusers', 'transformers') if n in sys.modules)\n"
