@@ -184,20 +184,20 @@ class RayBackend:
             await asyncio.to_thread(ray.shutdown)
 
     async def _watch(self) -> None:
-        """Read the running replicas every CAPACITY_EVERY seconds; say once when the cluster is lost or back."""
+        """Read the running replicas every CAPACITY_EVERY seconds; say once when none can be used, and once when
+        they are back."""
         while True:
             await asyncio.sleep(CAPACITY_EVERY)
             try:
                 self._capacity = await asyncio.wait_for(asyncio.to_thread(self._running_replicas), STATUS_TIMEOUT)
+                why = f"no replica of {APP} is running"
             except Exception as error:  # noqa: BLE001 - unreachable, or the application was deleted
-                self._capacity = 0
-                if self._reachable:
-                    log.warning("Lost the Ray cluster at %s (%s); jobs stay queued until it is back.",
-                                self.address, _reason(error))
+                self._capacity, why = 0, _reason(error)
+            if self._capacity == 0 and self._reachable:
+                log.warning("Lost the Ray cluster at %s (%s); jobs stay queued until it is back.", self.address, why)
                 self._reachable = False
-            else:
-                if not self._reachable:
-                    log.warning("The Ray cluster at %s is back: %d replica(s).", self.address, self._capacity)
+            elif self._capacity > 0 and not self._reachable:
+                log.warning("The Ray cluster at %s is back: %d replica(s).", self.address, self._capacity)
                 self._reachable = True
 
     # -- calls ------------------------------------------------------------------------------------------------

@@ -304,3 +304,35 @@ async def test_the_bot_on_ray_survives_its_replicas_being_killed_mid_job_and_ser
             bot.kill()
             await bot.wait()
         print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
+
+
+async def test_the_application_gone_while_the_bot_runs_keeps_jobs_queued_until_it_is_back(cluster, discord, bot_env,
+                                                                                         tmp_path):
+    """The replicas lost while `python -m bot` runs (the Serve application deleted, as when the cluster's nodes go):
+    the bot says so once, a new prompt is queued with a message saying the workers can't be reached, and when
+    the application is deployed again the job runs and its member gets the grid (runs last: it redeploys the module's
+    application)."""
+    log = tmp_path / "bot.log"
+    env = bot_env | {"IMAGINE_BACKEND": "ray", "RAY_ADDRESS": cluster["address"],
+                     "IMAGINE_RAY_REPLICAS": str(REPLICAS), "IMAGINE_RAY_GPUS": "0"}
+    bot = await start_process(env, log)
+    try:
+        await discord.wait_for_connection(SLOW)
+        await logged(log, "Ray backend ready")
+        await asyncio.to_thread(serve.delete, APP)
+        await logged(log, "Lost the Ray cluster")
+
+        run = await discord.slash(discord.alice, "general", "imagine", prompt="a harbour in fog")
+        queued = await run.wait_for(lambda m: "can't be reached" in m.content, SLOW)
+        assert "your job keeps its place" in queued.content
+
+        await asyncio.to_thread(serve.run, application(cluster["engine"], replicas=REPLICAS, gpus=0, torch_threads=1,
+                                                       shutdown_timeout=30), name=APP, route_prefix=None)
+        assert picture(await run.wait_for(has_grid, SLOW)).size == (128, 128)
+        assert "is back: 2 replica(s)" in await logged(log, "The Ray cluster at")
+        assert await stop_process(bot, log) == 0
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+        print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
