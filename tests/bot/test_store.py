@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import random
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -696,3 +697,37 @@ async def test_preferences_are_per_member_and_server_and_a_change_keeps_the_othe
     assert reset == Preferences(suffix="--no text")
     with pytest.raises(ValueError, match="'strong' or 'subtle'"):
         await store.set_preferences(1, 10, variation="wild")
+
+
+async def test_a_prompt_picture_goes_with_the_last_job_that_needs_it(tmp_path):
+    """An image prompt's picture stays while a job naming it is queued, or done with its images kept; deleting the
+    first job's images (❌) keeps it for its 🔄, deleting the 🔄's too removes it, and pruning removes the pictures
+    of pruned jobs and old pictures no job names (a refused prompt's), but not one kept a moment ago."""
+    images_dir = tmp_path / "pictures"
+    async with await Store.open(tmp_path / "imagine.db", images_dir=images_dir) as store:
+        key = await store.save_prompt_image(b"fox picture")
+        first = await queue(store, 1, recipe={"prompt": "a fox", "image_prompt": key})
+        reroll = await queue(store, 2, recipe={"prompt": "a fox", "image_prompt": key})
+        picture = images_dir / "prompts" / f"{key}.png"
+        for job in (first, reroll):
+            await store.claim_next(now=T0)
+            await store.finish_job(job.id, images=[b"a"], grid=None, result={}, now=T0)
+
+        await store.delete_images(first.id, now=T0 + 10)
+        assert picture.read_bytes() == b"fox picture"  # the reroll's 🔄 still starts from it
+        await store.delete_images(reroll.id, now=T0 + 20)
+        assert not picture.exists()
+
+        kept = await store.save_prompt_image(b"owl picture")
+        old = await queue(store, 3, recipe={"prompt": "an owl", "image_prompt": kept})
+        await store.claim_next(now=T0)
+        await store.finish_job(old.id, images=[b"a"], grid=None, result={}, now=T0)
+        orphan = await store.save_prompt_image(b"refused picture")
+        fresh = await store.save_prompt_image(b"just kept")
+        os.utime(images_dir / "prompts" / f"{orphan}.png", (T0, T0))
+        os.utime(images_dir / "prompts" / f"{kept}.png", (T0, T0))
+        os.utime(images_dir / "prompts" / f"{fresh}.png", (T0 + 4 * 86400, T0 + 4 * 86400))
+
+        assert await store.prune_images(older_than_days=3, now=T0 + 4 * 86400) == 1
+
+        assert sorted(path.stem for path in (images_dir / "prompts").glob("*.png")) == [fresh]
