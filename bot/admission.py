@@ -38,15 +38,25 @@ def check_limits(kind: str, recipe: dict, limits: Limits, banned: list[str]) -> 
 
 
 async def submit(interaction: discord.Interaction[ImagineBot], kind: str, recipe: dict, *, parent: Job | None = None) -> Job | None:
-    """Queue a job for the member behind this interaction, or tell them privately why not."""
-    bot = interaction.client
-    if not interaction.response.is_done():
-        await interaction.response.defer(thinking=True)
+    """Queue a job for the member behind this interaction, or tell them privately why not.
 
+    The channel's limits, banned words and the member's rate limit are checked before anything is shown (a few
+    SQLite reads, well within Discord's 3 s), so a refusal is one ephemeral message, never a public "thinking…"
+    taken back. Only a job that will be queued is deferred publicly; the admission itself checks again atomically,
+    and a member who loses that race to their own other request is still told privately."""
+    bot = interaction.client
     channel = interaction.channel
     try:
         limits = await bot.store.limits_for(interaction.guild_id, interaction.channel_id)
         check_limits(kind, recipe, limits, await bot.store.banned_words(interaction.guild_id))
+        await bot.store.check_admission(interaction.user.id, interaction.channel_id, limits)
+    except UserError as error:
+        await tell(interaction, str(error))
+        return None
+    if not interaction.response.is_done():
+        await interaction.response.defer(thinking=True)
+
+    try:
         age_restricted = isinstance(channel, discord.abc.GuildChannel) and getattr(channel, "nsfw", False)
         job = await bot.store.admit(
             kind=kind,

@@ -510,6 +510,15 @@ class Store:
 
     # --- jobs ------------------------------------------------------------------------------------------------
 
+    async def check_admission(self, user_id: int, channel_id: int, limits: Limits, now: float | None = None) -> None:
+        """Raise the refusal admit() would give now (RateLimited, TooManyQueued, UserError), queueing nothing: one
+        read, so a refusal can be told before anything is shown. admit() decides again, atomically."""
+        if not limits.enabled or limits.jobs_per_hour < 1:
+            raise UserError("Image generation is turned off in this channel.")
+        now = time.time() if now is None else now
+        counts = {"user": user_id, "channel": channel_id, "since": now - WINDOW_S, "skip": limits.jobs_per_hour - 1}
+        _raise_if_refused(await self._read_one(_ADMISSION_COUNTS, counts), limits)
+
     async def admit(
         self,
         *,
