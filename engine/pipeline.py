@@ -1,4 +1,4 @@
-"""The GPU side proper: load a diffusers pipeline once, and dispatch imagine / variation / upscale to it.
+"""The GPU side proper: load a diffusers pipeline once, and dispatch imagine / variation / upscale / outpaint to it.
 
 Only the engine's worker thread imports this module and calls into a Runner, so no locks are needed here.
 Each operation is a module of its own in engine/ops/, reading top to bottom with numbered steps, like diffusers'
@@ -16,7 +16,12 @@ from dataclasses import replace
 from typing import Callable
 
 import torch
-from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, DiffusionPipeline
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+)
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
@@ -25,6 +30,7 @@ from engine.batching import ALONE_SCHEDULERS, batch_key
 from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Request, Result
 from engine.ops.common import Cancelled, Report, output_size
 from engine.ops.imagine import imagine
+from engine.ops.outpaint import outpaint
 from engine.ops.upscale import upscale
 from engine.ops.variation import variation
 from engine.settings import EngineSettings
@@ -114,12 +120,13 @@ def model_defaults(pipe: DiffusionPipeline, model: str, settings: EngineSettings
 
 
 class Runner:
-    """Owns the text-to-image pipeline, the image-to-image pipeline sharing its weights, and the safety checker."""
+    """Owns the text-to-image pipeline, the image-to-image and inpainting pipelines sharing its weights (or a
+    dedicated inpainting model), the optional upscaler, and the safety checker."""
 
     def __init__(self, settings: EngineSettings, device: str, dtype: torch.dtype, t2i: DiffusionPipeline,
                  i2i: DiffusionPipeline, checker, feature_extractor, upscaler: DiffusionPipeline | None, *,
                  fast: fastpath.FastPath | None = None, previewer: Callable[[torch.Tensor], bytes] | None = None,
-                 ) -> None:
+                 inpaint: DiffusionPipeline) -> None:
         self.settings = settings
         self.device = device
         self.dtype = dtype
@@ -129,6 +136,7 @@ class Runner:
         self.checker = checker
         self.feature_extractor = feature_extractor
         self.upscaler = upscaler
+        self.inpaint = inpaint
         self.defaults = model_defaults(t2i, settings.model, settings)
         self.fastpath = fast
         self.previewer = previewer or preview.LinearPreview.for_pipeline(t2i)
@@ -199,18 +207,26 @@ class Runner:
                 upscaler.to(device)
             upscaler.set_progress_bar_config(disable=not settings.progress_bar)
 
+        # 8. The inpainting pipeline of zoom and pan: on the same weights, made after the fast path so it shares its
+        #    VAE and compiled modules (nothing is loaded twice), or a dedicated inpainting model, loaded once here.
+        if settings.inpaint_model:
+            inpaint = _load_inpaint_model(settings.inpaint_model, dtype, device, offload)
+        else:
+            inpaint = AutoPipelineForInpainting.from_pipe(t2i)
+        inpaint.set_progress_bar_config(disable=not settings.progress_bar)
+
         runner = cls(settings, device, dtype, t2i, i2i, checker, feature_extractor, upscaler, fast=fast,
-                     previewer=previewer)
+                     previewer=previewer, inpaint=inpaint)
         log.info("loaded %s in %.1fs", settings.model, time.perf_counter() - started)
 
-        # 8. With IMAGINE_COMPILE, compile every shape of the menu now, so that no member waits for a compile.
+        # 9. With IMAGINE_COMPILE, compile every shape of the menu now, so that no member waits for a compile.
         fast.warm_up(t2i, native=runner.defaults.size, guidance=runner.defaults.guidance, max_batch=runner.max_batch)
         log.info("fast path: %s, previews: %s", fast.describe(), previewer.name)
         return runner
 
     def close(self) -> None:
         """Drop the pipelines and give their memory back."""
-        self.t2i = self.i2i = self.upscaler = self.checker = None
+        self.t2i = self.i2i = self.inpaint = self.upscaler = self.checker = None
         _free_memory(self.device)
 
     # -- one job, or a batch of compatible jobs ---------------------------------------------------------------
@@ -226,6 +242,8 @@ class Runner:
                 (result,) = imagine(self, [request], [cancel], [report])
             elif request.kind == "variation":
                 (result,) = variation(self, [request], [cancel], [report])
+            elif request.kind in ("zoom", "pan"):
+                result = outpaint(self, request, cancel, report)
             else:
                 result = upscale(self, request, cancel, report)
         except Cancelled as e:
@@ -284,6 +302,27 @@ class Runner:
 
 
 # -- small helpers --------------------------------------------------------------------------------------------------
+
+
+def _load_inpaint_model(name: str, dtype: torch.dtype, device: str, offload: bool) -> DiffusionPipeline:
+    """IMAGINE_INPAINT_MODEL: a dedicated inpainting pipeline; its own safety checker is detached (ours runs)."""
+    try:
+        inpaint = AutoPipelineForInpainting.from_pretrained(name, dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise RuntimeError(
+            f"could not load IMAGINE_INPAINT_MODEL={name!r}: it must be a Hugging Face hub id or a local folder with a "
+            f"diffusers inpainting model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
+    if getattr(inpaint, "safety_checker", None) is not None:
+        inpaint.register_modules(safety_checker=None)
+        if "requires_safety_checker" in inpaint.config:
+            inpaint.register_to_config(requires_safety_checker=False)
+    if offload:
+        inpaint.enable_model_cpu_offload(device=device)
+    else:
+        inpaint.to(device)
+    return inpaint
+
 
 
 def _free_memory(device: str) -> None:
