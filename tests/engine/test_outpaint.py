@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import JobCancelled, Progress, Request
+from engine import Engine, EngineSettings, JobCancelled, Progress, Request
 from engine.images import read_parameters
 from engine.jobs import outpaint_box
+from engine.tiny import write_tiny_pipeline
 
 SIZE = 128
 # The paste-back feathers the source into the painted border across the mask's overlap (one latent cell, 8 px, at
@@ -74,6 +75,24 @@ async def test_pan_keeps_the_source_on_the_opposite_edge(engine, source, pan, ca
     assert outpaint_box("pan", (SIZE, SIZE), canvas, pan=pan)[:2] == ((0, 0) if pan == "right" else (0, 64))
     assert_source_kept(result, source, "pan", canvas, seam_sides, pan=pan)
     assert f"Pan: {pan}," in read_parameters(result.images[3])
+
+
+async def test_a_dedicated_inpainting_model_outpaints(tiny_model, source, tmp_path):
+    """IMAGINE_INPAINT_MODEL loads engine.tiny's 9-channel inpainting pipeline once; a pan runs on it and says so."""
+    folder = write_tiny_pipeline(tmp_path / "tiny-inpaint", inpaint=True)
+    settings = EngineSettings.from_env({"IMAGINE_MODEL": str(tiny_model), "IMAGINE_DEVICE": "cpu",
+                                        "IMAGINE_INPAINT_MODEL": str(folder)})
+    engine = Engine(settings)
+    await engine.start()
+    try:
+        result = await engine.submit("pan", outpaint("pan", source, (192, 128), pan="right"))
+        inpaint = engine._runner.inpaint  # the test looks inside: which UNet painted
+    finally:
+        await engine.stop()
+    assert type(inpaint).__name__ == "StableDiffusionInpaintPipeline" and inpaint.unet.config.in_channels == 9
+    assert len(result.images) == 4 and (result.width, result.height) == (192, 128)
+    assert_source_kept(result, source, "pan", (192, 128), "r", pan="right")
+    assert f"Pan: right, Inpaint model: {folder}," in read_parameters(result.images[0])
 
 
 async def test_cancel_stops_an_outpaint_between_steps(engine, source):
