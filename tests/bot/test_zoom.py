@@ -92,7 +92,7 @@ async def test_zoom_out_and_pan_make_grids_of_the_right_size_that_keep_the_sourc
 async def test_custom_zoom_and_remix_take_an_edited_prompt_and_refuse_what_is_not_allowed(discord, bot):
     """Custom Zoom's modal holds the prompt with --zoom 2; an edited prompt, zoom and --ar reach the new job's PNG
     recipe and reshape its canvas, a zoom out of range is refused privately. With Remix on, a pan first opens
-    "Remix" and the edited prompt makes the pan; a banned word typed there is refused privately."""
+    "Remix" and the edited prompt makes the pan; a banned word typed in either modal is refused privately."""
     source, upscale = await upscaled(discord, prompt="a red fox --no text")
 
     custom = await discord.click(discord.alice, upscale, "Custom Zoom")
@@ -127,6 +127,11 @@ async def test_custom_zoom_and_remix_take_an_edited_prompt_and_refuse_what_is_no
     zoom = await discord.click(discord.alice, upscale, "Zoom Out 2x")
     await zoom.opened_modal()
     refused = await discord.submit_modal(zoom, {"prompt": "a grey wolf"})
+    refusal = await refused.wait_for(lambda m: "wolf" in m.content)
+    assert refusal.ephemeral and all(m.ephemeral for m in refused.messages)
+    custom = await discord.click(discord.alice, upscale, "Custom Zoom")
+    await custom.opened_modal()
+    refused = await discord.submit_modal(custom, {"prompt": "a wolf --zoom 1.5"})
     refusal = await refused.wait_for(lambda m: "wolf" in m.content)
     assert refusal.ephemeral and all(m.ephemeral for m in refused.messages)
     assert await bot.store.unfinished_jobs() == []
