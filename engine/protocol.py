@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from engine.jobs import ModelDefaults, Request, Result
 
-VERSION = 1  # raise with any change below; bot and replicas must run the same code
+# Raise with any change below; bot and replicas must run the same code. 2: Request gained zoom and pan (their kinds).
+VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,15 @@ def test_settings_from_env_bad_value_is_one_readable_line(env, message):
     ({"kind": "variation", "seeds": (1,), "strength": 0.5}, "variation needs init_image"),
     ({"kind": "variation", "seeds": (1,), "init_image": b"png"}, "variation needs strength"),
     ({"kind": "imagine", "seeds": (-1,)}, "seeds must be whole numbers from 0 to 2\\*\\*63-1, got -1"),
-    ({"kind": "paint", "seeds": (1,)}, "kind must be one of imagine, reroll, variation, upscale, got 'paint'"),
+    ({"kind": "paint", "seeds": (1,)},
+     "kind must be one of imagine, reroll, variation, upscale, zoom, pan, got 'paint'"),
+    ({"kind": "zoom", "seeds": (1,), "init_image": b"png", "zoom": 2.5}, "zoom must be greater than 1 and at most 2"),
+    ({"kind": "zoom", "seeds": (1,), "init_image": b"png", "zoom": 1.0}, "zoom must be greater than 1 .*got 1.0"),
+    ({"kind": "zoom", "seeds": (1,), "init_image": b"png"}, "zoom must be greater than 1 .*got None"),
+    ({"kind": "pan", "seeds": (1,), "init_image": b"png", "pan": "sideways"},
+     "pan must be one of left, right, up, down, got 'sideways'"),
+    ({"kind": "pan", "seeds": (1,), "pan": "left"}, "pan needs init_image"),
+    ({"kind": "imagine", "seeds": (1,), "zoom": 2.0}, "only a zoom job takes zoom, not imagine"),
 ])
 def test_request_validation_teaches(kwargs, message):
     """Building an invalid Request raises ValueError with a sentence that says what is wrong."""
