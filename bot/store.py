@@ -36,7 +36,7 @@ from bot.errors import (
 
 log = logging.getLogger(__name__)
 
-JOB_KINDS = ("imagine", "reroll", "variation", "upscale")
+JOB_KINDS = ("imagine", "reroll", "variation", "upscale", "zoom", "pan")
 WINDOW_S = 3600.0  # the rolling hour of Limits.jobs_per_hour
 # A job interrupted this many times (the process died while it ran: the OOM killer, a driver crash) is not run
 # again: it would likely kill the bot again, and every restart would start with it.
@@ -254,11 +254,25 @@ async def migrate(db: aiosqlite.Connection, path: Path, migrations: list[tuple[i
     """Apply the migrations (from _read_migrations) the database lacks, each in its own transaction; returns the
     resulting version.
 
-    Not executescript: it would commit first and leave a failed migration half-applied."""
+    Not executescript: it would commit first and leave a failed migration half-applied. Foreign keys are off while
+    migrations run (a PRAGMA that only works outside a transaction), so that a migration may rebuild a table others
+    point at (SQLite cannot alter a CHECK constraint); each migration checks them before it commits instead."""
     known = len(migrations)
     ((current,),) = await db.execute_fetchall("PRAGMA user_version")
     if current > known:
         raise _too_new(path, current, known)
+    if current == known:
+        return known
+    await db.execute_fetchall("PRAGMA foreign_keys = OFF")
+    try:
+        return await _apply_migrations(db, path, migrations, current)
+    finally:
+        await db.execute_fetchall("PRAGMA foreign_keys = ON")
+
+
+async def _apply_migrations(db: aiosqlite.Connection, path: Path, migrations: list[tuple[int, str, str]],
+                            current: int) -> int:
+    known = len(migrations)
 
     async def apply(db: aiosqlite.Connection, version: int, sql: str) -> bool:
         # Read again inside the write transaction: another process may have migrated the file meanwhile.
@@ -269,6 +283,11 @@ async def migrate(db: aiosqlite.Connection, path: Path, migrations: list[tuple[i
             return False
         for statement in _statements(sql):
             await db.execute(statement)
+        broken = await db.execute_fetchall("PRAGMA foreign_key_check")
+        if broken:
+            table, rowid, parent, _ = broken[0]
+            raise sqlite3.IntegrityError(f"{len(broken)} row(s) point at missing rows, e.g. {table} row {rowid} "
+                                         f"at {parent}")
         # user_version lives in the database header, so it commits (or rolls back) with the migration.
         await db.execute(f"PRAGMA user_version = {version:d}")
         return True

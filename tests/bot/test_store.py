@@ -85,6 +85,58 @@ async def test_database_at_an_earlier_version_is_migrated_keeping_its_jobs(tmp_p
     assert user_version(path) == len(MIGRATIONS)
 
 
+def dump(path):
+    """Every row of jobs and job_messages, and the jobs indexes' SQL, as plain values."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        jobs = db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+        columns = [column[1] for column in db.execute("PRAGMA table_info(jobs)")]
+        messages = db.execute("SELECT * FROM job_messages ORDER BY message_id").fetchall()
+        indexes = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'"
+                                  " AND sql IS NOT NULL"))
+    return columns, jobs, messages, indexes
+
+
+async def test_a_database_at_the_0005_schema_upgrades_to_zoom_and_pan_with_its_jobs_intact(tmp_path):
+    """0006 rebuilds jobs for the zoom and pan kinds: every row, column, index and reference is kept, and new kinds
+    are then accepted (before, the CHECK refused them); foreign keys are enforced again afterwards."""
+    path = tmp_path / "imagine.db"
+    async with await Store.open(path, migrations_dir=migrations_dir_with(tmp_path, MIGRATIONS[:5])) as store:
+        grid = await queue(store, 7, interaction_token="t", token_expires_at=T0 + 900)
+        await store.claim_next(now=T0 + 1)
+        await store.finish_job(grid.id, images=[b"1", b"2", b"3", b"4"], grid=b"g", result={"seeds": [1, 2, 3, 4]},
+                               now=T0 + 2)
+        await store.set_message(grid.id, 555)
+        await store.add_message(grid.id, 556, 10)  # a /show of it
+        upscale = await store.admit(kind="upscale", user_id=8, guild_id=1, channel_id=10, limits=OPEN, now=T0 + 3,
+                                    recipe={"prompt": "a cat", "source_job": grid.id, "source_index": 2},
+                                    parent_id=grid.id)
+        await store.claim_next(now=T0 + 4)
+        await store.finish_job(upscale.id, images=[b"u"], grid=None, result={}, now=T0 + 5)
+        await store.delete_images(upscale.id, now=T0 + 6)
+        failed = await queue(store, 7, now=T0 + 7)
+        await store.claim_next(now=T0 + 8)
+        await store.fail_job(failed.id, "it broke", now=T0 + 9)
+        await queue(store, 9, now=T0 + 10)  # still waiting
+        with pytest.raises(sqlite3.IntegrityError):  # the 0005 schema knows no zoom
+            await store.admit(kind="zoom", user_id=9, guild_id=1, channel_id=10, recipe={"prompt": "a cat"},
+                              limits=OPEN, now=T0 + 11)
+    columns, jobs, messages, indexes = dump(path)
+    assert user_version(path) == 5 and len(jobs) == 4 and len(indexes) == 7
+
+    async with await Store.open(path) as store:
+        assert dump(path) == (columns, jobs, messages, indexes)  # every column in its place, every row as it was
+        assert (await store.job_for_message(556)).id == grid.id
+        assert (await store.get_job(upscale.id)).images_deleted_at == T0 + 6
+        zoom = await store.admit(kind="zoom", user_id=9, guild_id=1, channel_id=10, limits=OPEN, now=T0 + 12,
+                                 recipe={"prompt": "a cat", "zoom": 2.0}, parent_id=upscale.id)
+        assert zoom.id == failed.id + 2 and zoom.kind == "zoom"
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):  # foreign keys are on again
+            await store.add_message(999, 557, 10)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
 async def test_newer_schema_is_refused_with_a_clear_message(tmp_path):
     """A database from a newer bot is refused with SchemaTooNew naming both versions, and left untouched."""
     path = tmp_path / "imagine.db"
