@@ -114,7 +114,7 @@ async def click(interaction: discord.Interaction[ImagineBot], action: str, job_i
     parent = await clicked_job(interaction, job_id)
     await _check_index(interaction, parent, action, index)
     if action == "zc":
-        text = f"{remix_text(parent.recipe, bot.engine.defaults)} --zoom 2"
+        text = f"{remix_text(parent.recipe, offered(bot.engine))} --zoom 2"
         await interaction.response.send_modal(zoom_modal(parent.id, text))
         return
     preferences = Preferences()
@@ -124,9 +124,8 @@ async def click(interaction: discord.Interaction[ImagineBot], action: str, job_i
         text = remix_text(parent.recipe, offered(bot.engine))
         await interaction.response.send_modal(remix_modal(action, parent.id, index, text))
         return
-    await interaction.response.defer(thinking=True)  # this click starts a job: its message is public
     kind, recipe = follow_up(parent, action, index, preferences)
-    await submit(interaction, kind, recipe, parent=parent)
+    await submit(interaction, kind, recipe, parent=parent)  # deferred publicly there, once the limits allow it
 
 
 async def remix(interaction: discord.Interaction[ImagineBot], action: str, job_id: int, index: int, text: str) -> None:
@@ -159,7 +158,7 @@ async def custom_zoom(interaction: discord.Interaction[ImagineBot], job_id: int,
     bot = interaction.client
     parent = await clicked_job(interaction, job_id)
     await _check_index(interaction, parent, "zc", 1)
-    edited = parse_imagine(text, bot.engine.defaults, max_steps=MAX_STEPS, custom_zoom=True)
+    edited = parse_imagine(text, offered(bot.engine), max_steps=MAX_STEPS, custom_zoom=True)
     flags = split_flags(text, zoom=True)[1]
     aspect = flags.get("aspect")
     if aspect is not None and _ratio(edited.aspect) == _ratio(parent.recipe.get("aspect", "1:1")):
