@@ -76,9 +76,12 @@ class Limits:
     max_steps: int = 50
     max_side: int = 1024  # max image side in px
     nsfw_allowed: bool = False  # only honoured in age-restricted channels (the bot decides)
+    model: str | None = None  # the channel's default model (a configured name); None: the server's first model
 
 
-LIMIT_KEYS = ("enabled", "jobs_per_hour", "max_queued", "max_steps", "max_side", "nsfw_allowed")
+LIMIT_KEYS = ("enabled", "jobs_per_hour", "max_queued", "max_steps", "max_side", "nsfw_allowed", "model")
+# A model's configured name (IMAGINE_MODELS), as the engine accepts it; stored lower-case.
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 # Accepted ranges of the integer limits, inclusive.
 LIMIT_RANGES = {"jobs_per_hour": (1, 1000), "max_queued": (1, 100), "max_steps": (1, 150), "max_side": (64, 4096)}
 
@@ -367,10 +370,18 @@ def _raise_if_refused(counts: sqlite3.Row, limits: Limits) -> None:
 # Limits
 
 
-def _parse_limit(key: str, value: object) -> bool | int:
-    """Validate a moderator's value for `key` (a bool/int, or the text of one) and return it typed."""
+def _parse_limit(key: str, value: object) -> bool | int | str:
+    """Validate a moderator's value for `key` (a bool/int, or the text of one; a model's name) and return it typed.
+
+    A model name is only checked to be one (the store doesn't know which models are configured: the bot does)."""
     if key not in LIMIT_KEYS:
         raise InvalidLimit(f"There is no limit called '{quoted(key)}'; the limits are: {', '.join(LIMIT_KEYS)}.")
+    if key == "model":
+        name = value.strip().lower() if isinstance(value, str) else ""
+        if not MODEL_NAME.fullmatch(name):
+            raise InvalidLimit(f"'model' is a model's name (letters, digits, '_', '.', '-'; up to 32), "
+                               f"got '{quoted(value)}'.")
+        return name
     if isinstance(Limits.__dataclass_fields__[key].default, bool):
         if isinstance(value, bool):
             return value

@@ -129,7 +129,9 @@ def test_any_limit_value_is_stored_typed_or_refused_with_a_sentence(key, value):
         assert is_sentence(str(error)), repr(str(error))
         return
     assert key in LIMIT_KEYS
-    if isinstance(getattr(Limits(), key), bool):
+    if key == "model":
+        assert type(typed) is str and re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,31}", typed)
+    elif isinstance(getattr(Limits(), key), bool):
         assert type(typed) is bool
     else:
         low, high = LIMIT_RANGES[key]

@@ -636,6 +636,8 @@ async def test_limit_values_are_validated_with_readable_sentences(store):
         ("max_steps", "many", "'max_steps' must be a whole number from 1 to 150, got 'many'."),
         ("max_side", True, "'max_side' must be a whole number"),
         ("enabled", 2, "'enabled' is on or off (true/false), got '2'."),
+        ("model", "two words", "'model' is a model's name"),
+        ("model", 3, "'model' is a model's name"),
     ]:
         with pytest.raises(InvalidLimit) as refusal:
             await store.set_limit(1, 10, key, value)
@@ -647,6 +649,33 @@ async def test_limit_values_are_validated_with_readable_sentences(store):
     await store.set_limit(1, 10, "enabled", "off")
     await store.set_limit(1, 10, "max_side", " 768 ")
     assert await store.limits_for(1, 10) == Limits(enabled=False, max_side=768)
+
+
+async def test_a_default_model_is_kept_per_channel_over_the_servers(store):
+    """/limits set model: a channel's default model beats the server's; the name is kept lower-case; reset removes."""
+    await store.set_limit(1, None, "model", "Turbo")
+    await store.set_limit(1, 10, "model", "sd15")
+    assert (await store.limits_for(1, 10)).model == "sd15"
+    assert (await store.limits_for(1, 11)).model == "turbo"
+    assert (await store.limit_overrides(1, 11))["model"] == ("turbo", "server")
+    assert (await store.limits_for(2, 10)).model is None
+    assert await store.reset_limits(1, 10, "model") == 1
+    assert (await store.limits_for(1, 10)).model == "turbo"
+
+
+async def test_the_default_model_migration_keeps_every_limit(tmp_path):
+    """A database at 0006 with limits set opens at the latest version with the same limits, and takes a model."""
+    path = tmp_path / "imagine.db"
+    before = [m for m in MIGRATIONS if int(m.name[:4]) < 7]
+    async with await Store.open(path, migrations_dir=migrations_dir_with(tmp_path, before)) as store:
+        await store.set_limit(1, None, "max_steps", 30)
+        await store.set_limit(1, 10, "nsfw_allowed", True)
+        with pytest.raises(sqlite3.IntegrityError):  # the old table had no room for a model
+            await store.set_limit(1, 10, "model", "turbo")
+    async with await Store.open(path) as store:
+        assert await store.limits_for(1, 10) == Limits(max_steps=30, nsfw_allowed=True)
+        await store.set_limit(1, 10, "model", "turbo")
+        assert await store.limits_for(1, 10) == Limits(max_steps=30, nsfw_allowed=True, model="turbo")
 
 
 async def test_banned_words_are_normalised_and_per_server(store):

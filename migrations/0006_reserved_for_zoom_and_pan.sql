@@ -1,0 +1,2 @@
+-- Placeholder keeping the numbers whole on this branch: 0006 rebuilds `jobs` for the zoom and pan kinds (issue 10).
+-- Delete this file when the zoom branch's 0006 lands; it changes nothing.
