@@ -25,7 +25,9 @@ class Backend(Protocol):
     Progress comes to each job's callback on the event loop.
     """
 
-    defaults: ModelDefaults  # what the bot offers members: steps, guidance, native size, model name
+    defaults: ModelDefaults  # what the bot offers members: steps, guidance, native size, model name (the default's)
+    models: dict[str, ModelDefaults]  # every configured model by name, the default first
+    loras: tuple[str, ...]  # the LoRA names jobs may use (IMAGINE_LORA_DIR's file stems), sorted
     device: str
     dtype: str
     max_batch: int  # most jobs one call takes
@@ -40,6 +42,9 @@ class Backend(Protocol):
 
     def submit_batch(self, jobs: Sequence[tuple[object, Request, ProgressCallback | None]]
                      ) -> list[Awaitable[Result]]: ...
+
+    def loaded_models(self) -> tuple[str, ...]:
+        """The models on the device(s) now, most recently used first; a job for one of them starts without a load."""
 
     def cancel(self, job_id: object) -> bool:
         """Stop a job of a call in flight (at its next step); False if this backend doesn't have it."""

@@ -67,6 +67,9 @@ class RayBackend:
         self._calls: dict[int, _Call] = {}  # by job id, for the jobs in flight
         self._connected_here = False  # this backend called ray.init (so stop() disconnects)
         self.defaults = self.device = self.dtype = None
+        self.models: dict = {}
+        self.loras: tuple[str, ...] = ()
+        self._loaded: dict[int | None, tuple[str, ...]] = {}  # replica pid (None: the one describe() reached) -> models
         self.max_batch = 1
         self.fast_path: str | None = None
 
@@ -96,6 +99,9 @@ class RayBackend:
         self.defaults, self.device, self.dtype, self.max_batch = about.defaults, about.device, about.dtype, \
             about.max_batch
         self.fast_path = about.fast_path
+        self.models = {defaults.name: defaults for defaults in about.models} or {about.defaults.name: about.defaults}
+        self.loras = about.loras
+        self._loaded = {None: about.loaded}
         self._capacity = await asyncio.to_thread(self._running_replicas)
         self._watcher = asyncio.create_task(self._watch(), name="imagine-ray-capacity")
         log.info("Ray backend ready: %d replica(s) of %s at %s", self._capacity, APP, self.address)
@@ -164,6 +170,11 @@ class RayBackend:
     def capacity(self) -> int:
         return self._capacity
 
+    def loaded_models(self) -> tuple[str, ...]:
+        """The models some replica has loaded, as each replica last said (most recently used first within each);
+        Serve picks the replica, so a job for one of these may still meet a replica without it."""
+        return tuple(dict.fromkeys(name for loaded in reversed(self._loaded.values()) for name in loaded))
+
     def submit_batch(self, jobs: Sequence[tuple[object, Request, ProgressCallback | None]]
                      ) -> list[Awaitable[Result]]:
         if self._handle is None:
@@ -219,10 +230,13 @@ class RayBackend:
                     job = jobs.get(event.job_id)
                     if job is not None and job.on_progress is not None and not job.future.done():
                         try:
-                            job.on_progress(Progress(event.job_id, event.step, event.total, event.preview))
+                            job.on_progress(Progress(event.job_id, event.step, event.total, event.preview,
+                                                     event.loading))
                         except Exception:
                             log.exception("on_progress callback for job %s raised", event.job_id)
                 elif isinstance(event, Done):
+                    self._loaded.pop(call.pid, None)  # the latest report goes last: reversed() above reads it first
+                    self._loaded[call.pid] = event.loaded
                     _settle(jobs[event.job_id], result=event.result)
                 elif isinstance(event, Failed):
                     error = JobCancelled(event.message) if event.cancelled else JobFailed(event.message)

@@ -24,20 +24,24 @@ ALONE_SCHEDULERS = frozenset({"DPMSolverSDEScheduler"})
 
 
 def batch_key(kind: str, *, width: int, height: int, steps: int, guidance: float, strength: float | None,
-              images: int, model: str = "", scheduler: str = "") -> Hashable | None:
+              images: int, model: str = "", scheduler: str = "", loras: Sequence = ()) -> Hashable | None:
     """What shapes a pipeline call; jobs may share a call only if their keys are equal. None: the job runs alone.
 
     Classifier-free guidance on or off (guidance > 1) is part of the key as well as its scale: it doubles the batch.
+    `model` is the configured model name; `loras` the (name, weight) pairs, whose order does not matter.
     """
     family = FAMILIES.get(kind)
     if family is None or scheduler in ALONE_SCHEDULERS:
         return None
-    return (family, model, scheduler, width, height, steps, guidance > 1.0, float(guidance),
+    lora_set = tuple(sorted((str(name), float(weight)) for name, weight in loras))
+    return (family, model, lora_set, scheduler, width, height, steps, guidance > 1.0, float(guidance),
             None if family == "text-to-image" else strength, images)
 
 
 def recipe_key(kind: str, recipe: Mapping) -> Hashable | None:
-    """The batch key of a queued job, from its stored recipe (model and scheduler when the recipe names them).
+    """The batch key of a queued job, from its stored recipe (model, LoRAs and scheduler when the recipe names them:
+    the bot stores "model": "<name>" and "loras": [["name", 0.8], ...]; an old recipe has neither, and then means the
+    default model and no LoRAs, so `model` "" groups it with the other old ones).
 
     An imagine or reroll with an image prompt runs image to image (the engine gets it as a variation of the picture).
     """
@@ -47,7 +51,7 @@ def recipe_key(kind: str, recipe: Mapping) -> Hashable | None:
         return batch_key(
             kind, width=int(recipe["width"]), height=int(recipe["height"]), steps=int(recipe["steps"]),
             guidance=float(recipe["guidance"]), strength=recipe.get("strength"), images=len(recipe["seeds"]),
-            model=recipe.get("model", ""), scheduler=recipe.get("scheduler", ""),
+            model=recipe.get("model") or "", scheduler=recipe.get("scheduler", ""), loras=recipe.get("loras") or (),
         )
     except (KeyError, TypeError, ValueError):  # a recipe the engine will refuse anyway: let it fail alone
         return None

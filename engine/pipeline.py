@@ -1,38 +1,35 @@
-"""The GPU side proper: load a diffusers pipeline once, run imagine / variation / upscale on it.
+"""The GPU side proper: load a diffusers pipeline once, and dispatch imagine / variation / upscale to it.
 
 Only the engine's worker thread imports this module and calls into a Runner, so no locks are needed here.
-Each operation reads top to bottom with numbered steps, like diffusers' `StableDiffusionPipeline.__call__`.
+Each operation is a module of its own in engine/ops/, reading top to bottom with numbered steps, like diffusers'
+`StableDiffusionPipeline.__call__`; the Runner loads the pipelines, dispatches, and turns failures into JobFailed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import inspect
 import logging
-import math
 import os
 import threading
 import time
 from dataclasses import replace
 from typing import Callable
 
-import numpy as np
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
-from PIL import Image
 from transformers.utils import logging as transformers_logging
 
 from engine import fastpath, preview
-from engine import images as imgs
 from engine.batching import ALONE_SCHEDULERS, batch_key
 from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Request, Result
+from engine.ops.common import Cancelled, Report, output_size
+from engine.ops.imagine import imagine
+from engine.ops.upscale import upscale
+from engine.ops.variation import variation
 from engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
-
-Report = Callable[[int, int, "bytes | None"], None]
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -43,14 +40,6 @@ _BATCHABLE = {"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "Stab
 # GPU measurement says otherwise); elsewhere 1: on CPU, benchmarks/batching.py (tiny model, 128 px, 10 steps) gave
 # +10 % images/s at 2-3 jobs per call, nothing at 4, and later results for the head's member.
 _CUDA_MAX_BATCH, _CUDA_MAX_BATCH_XL, _OTHER_MAX_BATCH = 4, 2, 1
-
-
-class _Cancelled(Exception):
-    """Raised inside callback_on_step_end to leave the denoising loop; becomes JobCancelled."""
-
-    def __init__(self, steps_done: int) -> None:
-        super().__init__(steps_done)
-        self.steps_done = steps_done
 
 
 class BatchFailed(Exception):
@@ -234,12 +223,12 @@ class Runner:
         out_of_memory = False
         try:
             if request.kind in ("imagine", "reroll"):
-                (result,) = self.imagine([request], [cancel], [report])
+                (result,) = imagine(self, [request], [cancel], [report])
             elif request.kind == "variation":
-                (result,) = self.variation([request], [cancel], [report])
+                (result,) = variation(self, [request], [cancel], [report])
             else:
-                result = self.upscale(request, cancel, report)
-        except _Cancelled as e:
+                result = upscale(self, request, cancel, report)
+        except Cancelled as e:
             raise JobCancelled(f"the job was cancelled after {e.steps_done} steps") from None
         except torch.OutOfMemoryError:
             out_of_memory = True  # free memory below, once this frame's traceback is gone
@@ -251,7 +240,7 @@ class Runner:
             raise JobFailed(f"Something went wrong while making the image: {type(e).__name__}: {first_line}") from None
         if out_of_memory:
             _free_memory(self.device)
-            raise JobFailed(_oom_message(request, self._output_size(request)))
+            raise JobFailed(_oom_message(request, output_size(request)))
         return _replace_elapsed(result, time.perf_counter() - started)
 
     def run_batch(self, requests: list[Request], cancels: list[threading.Event],
@@ -265,10 +254,10 @@ class Runner:
         failure = None
         try:
             if requests[0].kind == "variation":
-                results = self.variation(requests, cancels, reports)
+                results = variation(self, requests, cancels, reports)
             else:
-                results = self.imagine(requests, cancels, reports)
-        except _Cancelled as e:
+                results = imagine(self, requests, cancels, reports)
+        except Cancelled as e:
             return [JobCancelled(f"the job was cancelled after {e.steps_done} steps") for _ in requests]
         except Exception as e:  # incl. torch.OutOfMemoryError; the traceback (and its tensors) is dropped here
             failure = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
@@ -285,256 +274,16 @@ class Runner:
                          guidance=request.guidance, strength=request.strength, images=len(request.seeds),
                          model=self.defaults.model, scheduler=self.defaults.scheduler)
 
-    def imagine(self, requests: list[Request], cancels: list[threading.Event],
-                reports: list[Report | None]) -> list[Result]:
-        """Text to image, one image per seed (imagine and reroll), for one job or a batch of jobs with one key."""
-        first = requests[0]
-        # 1. Check each prompt fits the text encoder window (diffusers cuts it; we say so).
-        truncated = [self._prompt_truncated(request.prompt) for request in requests]
+    # -- placement -------------------------------------------------------------------------------------------
 
-        # 2. One CPU generator per image, prompt-major (job 1's images, then job 2's...), as diffusers orders them,
-        #    so each image depends only on its own seed.
-        generators = [torch.Generator("cpu").manual_seed(seed) for request in requests for seed in request.seeds]
-
-        # 3. Denoise, with progress, previews and cancellation between steps.
-        self._use(self.t2i)
-        with _vae_slicing(self.t2i, on=len(requests) > 1):
-            pictures = self.t2i(
-                **self._prompts(self.t2i, requests),
-                width=first.width,
-                height=first.height,
-                num_inference_steps=first.steps,
-                guidance_scale=first.guidance,
-                num_images_per_prompt=len(first.seeds),
-                generator=generators,
-                callback_on_step_end=self._step_callback(cancels, reports, len(first.seeds)),
-            ).images
-
-        # 4. Per job: safety flags, PNGs with their recipe, the grid.
-        return [self._finish(request, _slice(pictures, j, len(first.seeds)), truncated[j], steps=first.steps)
-                for j, request in enumerate(requests)]
-
-    def variation(self, requests: list[Request], cancels: list[threading.Event],
-                  reports: list[Report | None]) -> list[Result]:
-        """Image to image from each job's chosen picture, one new image per seed, at the request's size."""
-        first = requests[0]
-        # 1. Each chosen image at the requested size (an upscale varies back at the size its grid was made at),
-        #    given once per image: diffusers would otherwise cycle a batch's images across its jobs.
-        inits = []
-        for request in requests:
-            init = imgs.open_png(request.init_image).convert("RGB")
-            if init.size != (request.width, request.height):
-                init = init.resize((request.width, request.height), Image.Resampling.LANCZOS)
-            inits += [init] * len(request.seeds)
-        truncated = [self._prompt_truncated(request.prompt) for request in requests]
-
-        # 2. Enough steps that steps * strength is at least one.
-        steps = max(first.steps, math.ceil(1 / first.strength))
-
-        # 3. One CPU generator per image, prompt-major.
-        generators = [torch.Generator("cpu").manual_seed(seed) for request in requests for seed in request.seeds]
-
-        # 4. Denoise from the noised chosen images.
-        self._use(self.i2i)
-        with _vae_slicing(self.i2i, on=len(requests) > 1):
-            pictures = self.i2i(
-                **self._prompts(self.i2i, requests),
-                image=inits[0] if len(requests) == 1 else inits,
-                strength=first.strength,
-                num_inference_steps=steps,
-                guidance_scale=first.guidance,
-                num_images_per_prompt=len(first.seeds),
-                generator=generators,
-                callback_on_step_end=self._step_callback(cancels, reports, len(first.seeds)),
-            ).images
-
-        # 5. Per job: safety flags, PNGs with their recipe, the grid.
-        return [self._finish(request, _slice(pictures, j, len(first.seeds)), truncated[j], steps=steps,
-                             extra={"Denoising strength": request.strength}
-                             | ({} if request.image_weight is None else {"Image weight": f"{request.image_weight:g}"}))
-                for j, request in enumerate(requests)]
-
-    def upscale(self, request: Request, cancel: threading.Event, report: Report | None) -> Result:
-        """One image at twice its size: Lanczos resize, then a low-strength detail pass (or a dedicated upscaler)."""
-        # 1. The chosen image and the target size.
-        init = _fit_to_multiple_of_8(imgs.open_png(request.init_image))
-        width, height = self._output_size(request)
-        strength = request.strength if request.strength is not None else self.settings.upscale_strength
-        truncated = self._prompt_truncated(request.prompt)
-        generator = torch.Generator("cpu").manual_seed(request.seeds[0])
-
-        # 2. Resize with Lanczos: the detail pass only has to sharpen, not invent the layout.
-        big = init.resize((width, height), Image.Resampling.LANCZOS)
-
-        if self.upscaler is not None:
-            # 3a. A dedicated upscaler pipeline; its output is brought to exactly 2x.
-            kwargs = {}
-            if "callback_on_step_end" in inspect.signature(self.upscaler.__call__).parameters:
-                kwargs["callback_on_step_end"] = self._step_callback([cancel], [report], 1)
-            self._use(self.upscaler)
-            picture = self.upscaler(
-                prompt=request.prompt, image=init, num_inference_steps=request.steps, generator=generator, **kwargs
-            ).images[0]
-            if picture.size != (width, height):
-                picture = picture.resize((width, height), Image.Resampling.LANCZOS)
-            steps = request.steps
-            extra = {"Upscaler": self.settings.upscaler_model, "Upscale": 2}
-        else:
-            # 3b. Detail pass: img2img at low strength, VAE tiling on so the big decode fits in memory.
-            steps = max(request.steps, math.ceil(1 / strength))
-            self._use(self.i2i)
-            tiling_was_on = self.i2i.vae.use_tiling
-            self.i2i.vae.enable_tiling()
-            try:
-                picture = self.i2i(
-                    prompt=request.prompt,
-                    negative_prompt=request.negative_prompt or None,
-                    image=big,
-                    strength=strength,
-                    num_inference_steps=steps,
-                    guidance_scale=request.guidance,
-                    generator=[generator],
-                    callback_on_step_end=self._step_callback([cancel], [report], 1),
-                ).images[0]
-            finally:
-                if not tiling_was_on:
-                    self.i2i.vae.disable_tiling()
-            extra = {"Denoising strength": strength, "Upscale": 2}
-
-        # 4. Safety flag and PNG with its recipe.
-        return self._finish(request, [picture], truncated, steps=steps, extra=extra)
-
-    # -- shared steps -----------------------------------------------------------------------------------------
-
-    def _use(self, pipe: DiffusionPipeline) -> None:
+    def use(self, pipe: DiffusionPipeline) -> None:
         """With CPU offload, the offload hooks belong to one pipeline at a time; move them to `pipe`."""
         if self.settings.cpu_offload and self.device != "cpu" and self._offloaded_pipe is not pipe:
             pipe.enable_model_cpu_offload(device=self.device)
             self._offloaded_pipe = pipe
 
-    def _step_callback(self, cancels: list[threading.Event], reports: list[Report | None], per_job: int):
-        """callback_on_step_end for the jobs of one call (each `per_job` images, in order): stop once every job is
-        cancelled; each job still wanted gets its own progress and, every few steps, a preview of its own latents."""
-        every = self.settings.preview_every
-
-        def on_step_end(pipe: DiffusionPipeline, i: int, t, callback_kwargs: dict) -> dict:
-            if all(cancel.is_set() for cancel in cancels):
-                raise _Cancelled(i + 1)
-            total = getattr(pipe, "num_timesteps", None) or i + 1
-            step = i + 1
-            for j, (cancel, report) in enumerate(zip(cancels, reports)):
-                if report is None or cancel.is_set():
-                    continue
-                preview = None
-                if every and (step % every == 0) and step < total:
-                    preview = self._preview(callback_kwargs["latents"][j * per_job:(j + 1) * per_job])
-                report(step, total, preview)
-            return callback_kwargs
-
-        return on_step_end
-
-    def _prompts(self, pipe: DiffusionPipeline, requests: list[Request]) -> dict:
-        """The prompt arguments of a call. One job: its text, as ever. A batch: each job's prompt and negative prompt
-        encoded as a call of its own would encode them (batch 1 through the text encoder; SDXL's zeroed empty
-        negatives included), concatenated in job order; the pipeline repeats each per image, prompt-major."""
-        if len(requests) == 1:
-            return {"prompt": requests[0].prompt, "negative_prompt": requests[0].negative_prompt or None}
-        guided = requests[0].guidance > 1.0 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
-        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
-        parts: dict[str, list[torch.Tensor]] = {}
-        with torch.no_grad():
-            for request in requests:
-                encoded = pipe.encode_prompt(
-                    prompt=request.prompt, device=pipe._execution_device, num_images_per_prompt=1,
-                    do_classifier_free_guidance=guided, negative_prompt=request.negative_prompt or None,
-                )
-                for name, tensor in zip(names, encoded):
-                    if tensor is not None:
-                        parts.setdefault(name, []).append(tensor)
-        return {name: torch.cat(tensors) for name, tensors in parts.items()}
-
-    def _preview(self, latents: torch.Tensor) -> bytes:
-        """A small JPEG of one job's current latents (engine/preview.py: the linear map or the tiny autoencoder)."""
-        return self.previewer(latents)
-
-    def _prompt_truncated(self, prompt: str) -> bool:
-        tokenizer = getattr(self.t2i, "tokenizer", None)
-        if tokenizer is None:
-            return False
-        return len(tokenizer(prompt, truncation=False).input_ids) > tokenizer.model_max_length
-
-    def _safety_flags(self, pictures: list[Image.Image]) -> list[bool]:
-        """Run the model's safety checker on the finished pictures; it may black out its copy, ours stay intact."""
-        if self.checker is None:
-            return [False] * len(pictures)
-        checker_device = next(self.checker.parameters()).device
-        checker_dtype = next(self.checker.parameters()).dtype
-        with torch.no_grad():
-            clip_input = self.feature_extractor(pictures, return_tensors="pt").pixel_values
-            scratch = np.stack([np.asarray(p, dtype=np.float32) / 255 for p in pictures])
-            _, flags = self.checker(images=scratch, clip_input=clip_input.to(checker_device, checker_dtype))
-        return [bool(flag) for flag in flags]
-
-    def _finish(self, request: Request, pictures: list[Image.Image], truncated: bool, *, steps: int,
-                extra: dict | None = None) -> Result:
-        flags = self._safety_flags(pictures)
-        width, height = pictures[0].size
-        recipe = dict(
-            steps=steps, sampler=self.defaults.scheduler, guidance=request.guidance, width=width, height=height,
-            model=self.defaults.model,
-        )
-        # One PNG per image with its own seed, and the grid with all four; encoded together.
-        pngs = [
-            (picture, imgs.parameters_text(request.prompt, request.negative_prompt, seed=seed, extra=extra, **recipe))
-            for picture, seed in zip(pictures, request.seeds)
-        ]
-        if len(pictures) == 4:
-            grid_extra = {**(extra or {}), "Grid seeds": '"' + ", ".join(map(str, request.seeds)) + '"'}
-            grid_text = imgs.parameters_text(
-                request.prompt, request.negative_prompt, seed=request.seeds[0], extra=grid_extra, **recipe
-            )
-            pngs.append((imgs.make_grid(pictures), grid_text))
-        encoded = imgs.png_many(pngs)
-        singles, grid = tuple(encoded[: len(pictures)]), (encoded[-1] if len(pictures) == 4 else None)
-        return Result(
-            images=singles, grid=grid, seeds=tuple(request.seeds), nsfw=tuple(flags), width=width, height=height,
-            prompt_truncated=truncated, elapsed=0.0, model=self.defaults.model, scheduler=self.defaults.scheduler,
-        )
-
-    def _output_size(self, request: Request) -> tuple[int, int]:
-        """Size of the images a request makes (for upscale: twice the chosen image)."""
-        if request.kind != "upscale":
-            return request.width, request.height
-        width, height = _fit_to_multiple_of_8(imgs.open_png(request.init_image)).size
-        return (2 * width, 2 * height) if request.kind == "upscale" else (width, height)
-
 
 # -- small helpers --------------------------------------------------------------------------------------------------
-
-
-def _slice(pictures: list, job: int, per_job: int) -> list:
-    """The pictures of the job-th job of a call (prompt-major order: each job's images together)."""
-    return pictures[job * per_job:(job + 1) * per_job]
-
-
-@contextlib.contextmanager
-def _vae_slicing(pipe: DiffusionPipeline, *, on: bool):
-    """VAE slicing for batches: decode image by image, so a batch's decode needs no more memory than one image's."""
-    switch = on and not pipe.vae.use_slicing
-    if switch:
-        pipe.vae.enable_slicing()
-    try:
-        yield
-    finally:
-        if switch:
-            pipe.vae.disable_slicing()
-
-
-def _fit_to_multiple_of_8(image: Image.Image) -> Image.Image:
-    width, height = image.width // 8 * 8, image.height // 8 * 8
-    if (width, height) == image.size:
-        return image
-    return image.crop((0, 0, width, height))
 
 
 def _free_memory(device: str) -> None:
