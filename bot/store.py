@@ -581,9 +581,12 @@ class Store:
         """Mark the next job in fair order as running, with the companions `plan` picks to share its pipeline call,
         and return them, head first; [] if nothing is queued.
 
-        `plan` gets the first `window` queued jobs in fair order and returns the ids to run (engine/batching.py:
-        same batch key, at most one per member); the head always runs, whatever it returns. One write transaction,
-        each job taking its turn as if claimed one after another, so queue positions and /queue stay true."""
+        `plan` gets the first `window` queued jobs in fair order and returns the ids to run, the one to run first
+        first: the head of the queue, or another job of the window (engine/batching.py: prefer_loaded, for a job
+        whose model is loaded; then its companions: same batch key, at most one per member). Ids outside the window
+        are ignored; with none left, the head runs alone. One write transaction, each job taking its turn as if
+        claimed one after another, so queue positions and /queue stay true: a job passed over keeps its place at the
+        front, since its member took no turn."""
         now = time.time() if now is None else now
 
         async def claim(db: aiosqlite.Connection) -> list[sqlite3.Row]:
@@ -593,9 +596,9 @@ class Store:
             )]
             if not queue:
                 return []
-            offered = {job.id for job in queue[1:]}
-            companions = [job_id for job_id in (plan(queue) if plan else ()) if job_id in offered]
-            ids = [queue[0].id] + list(dict.fromkeys(companions))
+            offered = {job.id for job in queue}
+            ids = list(dict.fromkeys(job_id for job_id in (plan(queue) if plan else ()) if job_id in offered))
+            ids = ids or [queue[0].id]
             return [await fetch_one(db, _CLAIM, {"now": now, "id": job_id}) for job_id in ids]
 
         jobs = [Job.from_row(row) for row in await self._write(claim)]
