@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.tiny import write_tiny_lora, write_tiny_pipeline
-from tests.bot.e2e import GRID_TIMEOUT, has_grid, picture, recipe
+from tests.bot.e2e import GRID_TIMEOUT, has_grid, job_id, picture, recipe
 
 LORAS = ("grain", "ink", "pixel", "zest")
 
@@ -49,10 +49,13 @@ async def test_the_model_option_and_flag_route_the_job_a_channel_default_applies
     the model the PNG recipe and the embed name; the same seed differs per model; 🔄 keeps the job's model."""
     bot = await two_models()
     assert [c["value"] for c in options_of(discord, "imagine")["model"]["choices"]] == ["one", "two"]
+    limits_set = {o["name"]: o for o in options_of(discord, "limits")["set"]["options"]}
+    assert [c["value"] for c in limits_set["model"]["choices"]] == ["one", "two"]
 
     by_flag = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox --seed 7 --model two")
                      ).wait_for(has_grid, GRID_TIMEOUT)
-    by_option = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox --seed 7 --model two",
+    # In a channel of its own, whose edit allowance (bot/messages.py EditBudget) is untouched: "loading" is shown.
+    by_option = await (await discord.slash(discord.alice, "nsfw-art", "imagine", prompt="a fox --seed 7 --model two",
                                            model="one")).wait_for(has_grid, GRID_TIMEOUT)
     assert recipe(by_flag)["Model"] == "two" and recipe(by_option)["Model"] == "one"
     assert {f["name"]: f["value"] for f in by_flag.embeds[0]["fields"]}["Model"] == "two"
@@ -98,3 +101,21 @@ async def test_with_one_model_imagine_offers_no_model_option(discord, bot):
     """A server with one model gets no `model` option to choose from (and /limits set none either)."""
     assert "model" not in options_of(discord, "imagine")
     assert "model" not in [option["name"] for option in options_of(discord, "limits")["set"]["options"]]
+
+
+async def test_waiting_jobs_for_the_loaded_model_go_first_and_the_one_passed_over_runs_soon_after(discord,
+                                                                                               two_models):
+    """With `one` loaded and alice's jobs for `two` first in the fair queue, bob's two jobs for `one` run first (no
+    switch), then alice's: one model switch instead of four."""
+    bot = await two_models()
+    async with bot.runner.held():  # line the jobs up as a busy server would
+        runs = []
+        for n in range(2):
+            for user, model in (("alice", "two"), ("bob", "one")):
+                runs.append((user, await discord.slash(user, "general", "imagine", prompt=f"a fox {n} --model {model}")))
+                await runs[-1][1].wait_for(lambda m: "Waiting to start" in m.content, GRID_TIMEOUT)
+    grids = [(user, await run.wait_for(has_grid, GRID_TIMEOUT)) for user, run in runs]
+
+    jobs = [(user, await bot.store.get_job(job_id(grid))) for user, grid in grids]
+    order = [user for user, job in sorted(jobs, key=lambda pair: pair[1].started_at)]
+    assert order == ["bob", "bob", "alice", "alice"]  # fair order alone: alice, bob, alice, bob
