@@ -265,6 +265,11 @@ def parse_imagine(
         # In reading order (the suffix ends the prompt); a LoRA in both takes the prompt's weight.
         chosen_loras |= {name: w for name, w in suffix_loras.items() if name not in chosen_loras}
         prompt = f"{prompt} {suffix_text}" if suffix_text else prompt
+        if model is None and "model" not in flags and "model" in suffix_flags:
+            try:
+                resolve_model(suffix_flags["model"], models)
+            except BadInput as error:
+                raise BadInput(f"In your suffix (/prefer suffix): {error}") from None
         flags = suffix_flags | flags
     if len(chosen_loras) > MAX_LORAS:
         raise BadInput(f"A prompt may use at most {MAX_LORAS} LoRAs; this one names {len(chosen_loras)}: "

@@ -170,6 +170,9 @@ def test_a_fourth_lora_is_refused_and_so_is_any_lora_where_none_are_installed():
         parse_imagine("a fox --lora pixel", MODELS)
     with pytest.raises(BadInput, match=r"In your suffix .*no LoRA called `nope`"):
         parse_imagine("a fox", MODELS, loras=LORAS, suffix="--lora nope")
+    with pytest.raises(BadInput, match=r"In your suffix .*no model called `nope`"):
+        parse_imagine("a fox", MODELS, suffix="--model nope")
+    assert parse_imagine("a fox --model xl", MODELS, suffix="--model nope").model == "xl"  # the prompt's wins
 
 
 @pytest.mark.parametrize("text", ["a fox --model turbo --lora pixel:0.5 --lora ink", "a fox <lora:film grain:0.75>",
