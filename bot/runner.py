@@ -267,9 +267,18 @@ class JobRunner:
             init_image=init_image,
             strength=recipe.get("strength"),
             image_weight=recipe.get("image_weight") if recipe.get("image_prompt") else None,
-            model=recipe.get("model") or "",  # a recipe from before several models: the default
+            model=self._model_for(job),
             loras=tuple((name, float(weight)) for name, weight in recipe.get("loras") or ()),
         )
+
+    def _model_for(self, job: Job) -> str:
+        """The model to make a job with: its recipe's, or the default ("") for a recipe from before several models
+        or one naming a model the owner has since removed from IMAGINE_MODELS (the embed names what made it)."""
+        name = job.recipe.get("model") or ""
+        if name and name not in self.engine.models:
+            log.info("Job %s asked for model %s, which is no longer configured; using the default", job.id, name)
+            return ""
+        return name
 
     async def _refresh_positions(self, *, unreachable: bool = False) -> None:
         """Everyone still waiting moved up by one (or waits for a worker to be back); tell the front of the queue
