@@ -119,11 +119,13 @@ class Engine:
             self._worker = None
             raise
         self._device = self._runner.device
+        defaults = self.defaults
         log.info(
-            "engine ready: model %s on %s (%s), %s, defaults %d steps, guidance %g, %dpx, up to %d job(s) per call",
-            self._runner.defaults.model, self._runner.device, self._runner.dtype_name,
-            self._runner.defaults.scheduler, self._runner.defaults.steps, self._runner.defaults.guidance,
-            self._runner.defaults.size, self._runner.max_batch,
+            "engine ready: model %s (%s) on %s (%s), %s, defaults %d steps, guidance %g, %dpx, up to %d job(s) per "
+            "call; %d model(s), up to %d loaded; %d LoRA(s)", defaults.name, defaults.model, self._runner.device,
+            self._runner.dtype_name, defaults.scheduler, defaults.steps, defaults.guidance, defaults.size,
+            self._runner.max_batch, len(self._runner.models.defaults), self._runner.models.max_loaded,
+            len(self._runner.models.loras),
         )
         self._task = asyncio.create_task(self._serve(), name="imagine-engine")
 
@@ -153,10 +155,11 @@ class Engine:
 
     @property
     def defaults(self) -> ModelDefaults:
-        """Per-model defaults (steps, guidance, native size), with settings applied. Valid after start()."""
+        """The default model's defaults (steps, guidance, native size, name), with settings applied; every model's
+        are in `models`. Valid after start()."""
         if self._runner is None:
             raise RuntimeError("Engine.defaults is known after `await engine.start()`")
-        return self._runner.defaults
+        return self._runner.models.defaults[self._runner.models.default]
 
     @property
     def models(self) -> dict[str, ModelDefaults]:

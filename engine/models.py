@@ -45,6 +45,11 @@ _DEFAULT_SCALE = 8  # vae_scale_factor when a model's VAE config doesn't say
 # -- what a model is, from its configs ------------------------------------------------------------------------------
 
 
+def setting_of(name: str, source: str, settings: EngineSettings) -> str:
+    """How an error names a model: as the server owner wrote it in .env."""
+    return f"IMAGINE_MODELS {name}={source!r}" if settings.models else f"IMAGINE_MODEL={source!r}"
+
+
 def read_defaults(name: str, source: str, settings: EngineSettings) -> tuple[ModelDefaults, str]:
     """A model's defaults and its pipeline class name, from its model_index.json and its denoiser, VAE and scheduler
     configs (a few KB from the hub or the folder), without loading its weights. settings override steps, guidance
@@ -58,7 +63,8 @@ def read_defaults(name: str, source: str, settings: EngineSettings) -> tuple[Mod
         index = _config(source, None, "model_index.json")
     except Exception as e:  # noqa: BLE001 - any failure here is "not a model we can read"
         raise RuntimeError(
-            f"could not read model {name}={source!r}: it must be a Hugging Face hub id or a local folder with a "
+            f"could not load {setting_of(name, source, settings)}: it must be a Hugging Face hub id or a local folder "
+            f"with a "
             f"diffusers model_index.json ({type(e).__name__}: {_first_line(e)})"
         ) from e
     pipeline_class = str(index.get("_class_name", ""))
@@ -187,7 +193,8 @@ class LoadedModel:
             t2i = AutoPipelineForText2Image.from_pretrained(source, dtype=dtype)
         except (OSError, ValueError, EnvironmentError) as e:
             raise RuntimeError(
-                f"could not load model {name}={source!r}: it must be a Hugging Face hub id or a local folder with a "
+                f"could not load {setting_of(name, source, settings)}: it must be a Hugging Face hub id or a local "
+                f"folder with a "
                 f"diffusers model_index.json ({type(e).__name__}: {_first_line(e)})"
             ) from e
 
@@ -354,7 +361,7 @@ class Models:
             # With IMAGINE_COMPILE, compile this model's menu now: no member waits for a compile mid-job.
             model.fast.warm_up(model.t2i, native=model.defaults.size, guidance=model.defaults.guidance,
                                max_batch=self.max_batch)
-            log.info("fast path for %s: %s, previews: %s", name, model.fast.describe(), model.previewer.name)
+            log.info("fast path: %s, previews: %s (model %s)", model.fast.describe(), model.previewer.name, name)
         self._loaded.move_to_end(name)
         self.loaded = tuple(reversed(self._loaded))
         return model
