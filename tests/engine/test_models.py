@@ -17,15 +17,9 @@ from engine import Engine, EngineSettings, JobFailed, Request
 from engine.batching import recipe_key
 from engine.images import read_parameters
 from engine.models import read_defaults
-from engine.tiny import write_tiny_lora, write_tiny_pipeline
+from engine.tiny import write_tiny_lora
 
 SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def second_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pipeline with other random weights: a second model."""
-    return write_tiny_pipeline(tmp_path_factory.mktemp("tiny-model-two"), seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +32,9 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def two_models(tiny_model, second_model, lora_dir):
+async def two_models(tiny_model, tiny_model_two, lora_dir):
     """An Engine with models `one` (the default) and `two`, one on the device at a time, and the LoRA folder."""
-    engine = Engine(EngineSettings(models=f"one={tiny_model},two={second_model}", lora_dir=str(lora_dir),
+    engine = Engine(EngineSettings(models=f"one={tiny_model},two={tiny_model_two}", lora_dir=str(lora_dir),
                                    max_loaded_models=1, max_batch=2, device="cpu", preview_every=0))
     await engine.start()
     yield engine
@@ -66,7 +60,7 @@ def rss_mib() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-async def test_each_model_makes_its_own_images_and_the_recipe_names_it(two_models, second_model):
+async def test_each_model_makes_its_own_images_and_the_recipe_names_it(two_models, tiny_model_two):
     """The same seed gives other images on the other model; Result and PNG name the model and its UNet's hash; the
     models and their defaults are known before the second one is loaded, and jobs of two models never share a call."""
     assert list(two_models.models) == ["one", "two"] and two_models.defaults.name == "one"
@@ -77,7 +71,7 @@ async def test_each_model_makes_its_own_images_and_the_recipe_names_it(two_model
     other = await two_models.submit(2, imagine("two"))
     assert first.model == "one" and other.model == "two" and two_models.loaded_models() == ("two",)
     assert [pixels(a) != pixels(b) for a, b in zip(first.images, other.images)] == [True] * 4
-    unet = second_model / "unet" / "diffusion_pytorch_model.safetensors"
+    unet = tiny_model_two / "unet" / "diffusion_pytorch_model.safetensors"
     assert f"Model: two, Model hash: {short_hash(unet)}" in read_parameters(other.images[0])
     with pytest.raises(ValueError, match="batch keys"):
         two_models.submit_batch([(3, imagine("one"), None), (4, imagine("two"), None)])
