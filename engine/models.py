@@ -211,7 +211,9 @@ class LoadedModel:
         if checker is not None:  # its "black image will be returned" warning is not true of our use
             logging.getLogger(type(checker).__module__).setLevel(logging.ERROR)
 
-        # 3. The image-to-image sibling on the same weights (nothing is loaded twice).
+        # 3. The image-to-image sibling on the same weights (nothing is loaded twice). Outpainting's inpainting
+        #    sibling (issue 9) belongs here as well: AutoPipelineForInpainting.from_pipe(t2i), kept in `inpaint`
+        #    (close() drops it with the others), placed and configured below like i2i.
         i2i = AutoPipelineForImage2Image.from_pipe(t2i)
 
         # 4. Placement: whole pipeline on the device, or model CPU offload (each model visits the GPU in turn).
