@@ -7,6 +7,7 @@ import gc
 import hashlib
 import io
 import os
+import shutil
 import weakref
 from pathlib import Path
 
@@ -154,3 +155,20 @@ def test_the_batch_key_holds_the_model_and_the_lora_set_with_weights():
     assert len({key(), key(model="one"), key(model="two")}) == 3
     assert key(loras=[["ink", 0.8], ["grain", 1]]) == key(loras=[["grain", 1.0], ["ink", 0.8]])
     assert len({key(loras=[["ink", 0.8]]), key(loras=[["ink", 0.5]]), key(loras=[["grain", 0.8]])}) == 3
+
+
+async def test_a_model_that_fails_to_load_fails_its_job_and_the_engine_goes_on(tiny_model, tmp_path):
+    """A configured model whose weights are gone by the time a job needs it fails that job with a sentence; the
+    next job for the default model is made."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    engine = Engine(EngineSettings(models=f"one={tiny_model},broken={broken}", device="cpu", preview_every=0))
+    await engine.start()
+    try:
+        with pytest.raises(JobFailed, match="The model broken could not be loaded here"):
+            await engine.submit(1, imagine("broken"))
+        result = await engine.submit(2, imagine())
+        assert result.model == "one" and engine.loaded_models() == ("one",)
+    finally:
+        await engine.stop()
