@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +211,9 @@ class LoadedModel:
         if checker is not None:  # its "black image will be returned" warning is not true of our use
             logging.getLogger(type(checker).__module__).setLevel(logging.ERROR)
 
-        # 3. The image-to-image sibling on the same weights (nothing is loaded twice).
+        # 3. The image-to-image sibling on the same weights (nothing is loaded twice). Outpainting's inpainting
+        #    sibling (issue 9) belongs here as well: AutoPipelineForInpainting.from_pipe(t2i), kept in `inpaint`
+        #    (close() drops it with the others), placed and configured below like i2i.
         i2i = AutoPipelineForImage2Image.from_pipe(t2i)
 
         # 4. Placement: whole pipeline on the device, or model CPU offload (each model visits the GPU in turn).
@@ -255,7 +258,11 @@ class LoadedModel:
             raise JobFailed(f"There is no LoRA called {lora} here.")
         unhandled = _UnhandledKeys()
         try:
-            with unhandled.watching():
+            with unhandled.watching(), warnings.catch_warnings():
+                # peft warns that a model with one adapter gets another (several adapters are what we want), and
+                # when diffusers takes out an adapter that failed to load (the next call sets its own).
+                warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
                 self.t2i.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=lora)
             landed = any(lora in names for names in self.t2i.get_list_adapters().values())
             if unhandled.message or not landed:
@@ -272,7 +279,9 @@ class LoadedModel:
         """Take a half-loaded adapter out again, so that it doesn't linger in the next calls."""
         try:
             if any(lora in names for names in self.t2i.get_list_adapters().values()):
-                self.t2i.delete_adapters(lora)
+                with warnings.catch_warnings():  # "... was active which is now deleted": the next call sets its own
+                    warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+                    self.t2i.delete_adapters(lora)
         except Exception:  # noqa: BLE001 - nothing was injected
             log.debug("no adapter %s to delete in model %s", lora, self.name, exc_info=True)
 

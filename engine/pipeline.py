@@ -204,13 +204,16 @@ class Runner:
                     if report is not None:
                         report(0, 0, None, loading=loading)
 
+            failed = False
             try:
                 self.current = self.models.get(name, tell)
-            except (RuntimeError, OSError, ValueError) as e:
+            except (RuntimeError, OSError, ValueError):  # incl. torch.OutOfMemoryError
+                log.exception("could not load model %s", name)
+                failed = True
+            if failed:  # here, once the traceback (and the half-loaded weights it holds) is gone
                 free_memory(self.device)
-                log.error("could not load model %s: %s", name, e)
                 raise JobFailed(f"The model {name} could not be loaded here; an admin can check the bot's log "
-                                "(the model's files or the memory it needs).") from None
+                                "(the model's files, or the memory it needs).")
         unknown = [lora for lora, _ in request.loras if lora not in self.models.loras]
         if unknown:
             raise JobFailed(f"There is no LoRA called {unknown[0]} here; the LoRAs are "
