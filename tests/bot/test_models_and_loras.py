@@ -46,19 +46,23 @@ def options_of(discord, command: str) -> dict[str, dict]:
 async def test_the_model_option_and_flag_route_the_job_a_channel_default_applies_and_buttons_keep_it(discord,
                                                                                                    two_models):
     """The option offers the configured names; --model, the option (which wins) and a channel's default each pick
-    the model the PNG recipe and the embed name; the same seed differs per model; 🔄 keeps the job's model."""
+    the model the PNG recipe and the embed name; the same seed differs per model; 🔄 keeps the model and LoRA."""
     bot = await two_models()
     assert [c["value"] for c in options_of(discord, "imagine")["model"]["choices"]] == ["one", "two"]
     limits_set = {o["name"]: o for o in options_of(discord, "limits")["set"]["options"]}
     assert [c["value"] for c in limits_set["model"]["choices"]] == ["one", "two"]
 
-    by_flag = await (await discord.slash(discord.alice, "general", "imagine", prompt="a fox --seed 7 --model two")
-                     ).wait_for(has_grid, GRID_TIMEOUT)
+    by_flag = await (await discord.slash(discord.alice, "general", "imagine",
+                                         prompt="a fox --seed 7 --model two <lora:ink:0.5>")).wait_for(has_grid,
+                                                                                                       GRID_TIMEOUT)
     # In a channel of its own, whose edit allowance (bot/messages.py EditBudget) is untouched: "loading" is shown.
-    by_option = await (await discord.slash(discord.alice, "nsfw-art", "imagine", prompt="a fox --seed 7 --model two",
-                                           model="one")).wait_for(has_grid, GRID_TIMEOUT)
+    by_option = await (await discord.slash(discord.alice, "nsfw-art", "imagine", model="one",
+                                           prompt="a fox --seed 7 --model two <lora:ink:0.5>")).wait_for(has_grid,
+                                                                                                         GRID_TIMEOUT)
     assert recipe(by_flag)["Model"] == "two" and recipe(by_option)["Model"] == "one"
-    assert {f["name"]: f["value"] for f in by_flag.embeds[0]["fields"]}["Model"] == "two"
+    shown = {f["name"]: f["value"] for f in by_flag.embeds[0]["fields"]}
+    assert (shown["Model"], shown["LoRAs"]) == ("two", "ink 0.5")
+    assert recipe(by_flag)["prompt"] == "a fox <lora:ink:0.5>" and "ink: " in recipe(by_flag)["Lora hashes"]
     assert picture(by_flag).tobytes() != picture(by_option).tobytes()  # same seed, other weights
     assert any("loading model one" in version.content for version in by_option.history)  # two was loaded
 
@@ -72,7 +76,7 @@ async def test_the_model_option_and_flag_route_the_job_a_channel_default_applies
     assert (recipe(in_art)["Model"], recipe(in_general)["Model"]) == ("two", "one")
 
     reroll = await (await discord.click(discord.alice, by_flag, "🔄")).wait_for(has_grid, GRID_TIMEOUT)
-    assert recipe(reroll)["Model"] == "two"
+    assert (recipe(reroll)["Model"], recipe(reroll)["prompt"]) == ("two", "a fox <lora:ink:0.5>")
     listed = await (await discord.slash(discord.alice, "general", "models")).wait_for(lambda m: m.ephemeral)
     assert "`one` — **default**" in listed.content and "`two` — **loaded**" in listed.content
     assert "`grain`, `ink`, `pixel`, `zest`" in listed.content
