@@ -65,7 +65,8 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
         for key in LIMIT_KEYS:
             value, source = overrides[key]
             if key == "model":
-                lines.append(f"• {DESCRIPTIONS[key]}: {self._model_shown(value, source)}")
+                if len(self.bot.engine.models) > 1:  # with one model there is nothing to choose
+                    lines.append(f"• {DESCRIPTIONS[key]}: {self._model_shown(value, source)}")
                 continue
             lines.append(f"• {DESCRIPTIONS[key]}: **{_value(value)}** ({_SOURCES[source]})")
         banned = await self.bot.store.banned_words(interaction.guild_id)
