@@ -84,7 +84,8 @@ async def test_the_model_option_and_flag_route_the_job_a_channel_default_applies
 
 
 async def test_unknown_models_and_loras_a_bad_weight_and_a_fourth_lora_are_refused_privately(discord, two_models):
-    """Each is refused with an ephemeral sentence saying what exists or what is allowed; nothing is queued."""
+    """Each is refused with an ephemeral sentence saying what exists or what is allowed; nothing is queued. A channel
+    default naming a model no longer configured gives the first model."""
     bot = await two_models()
     for prompt, said in [
         ("a fox --model three", "There is no model called `three` here. Models here: `one`, `two`."),
@@ -99,6 +100,15 @@ async def test_unknown_models_and_loras_a_bad_weight_and_a_fourth_lora_are_refus
         assert (await run.acked()).elapsed < 3
     assert await bot.store.unfinished_jobs() == []
     assert not any(has_grid(m) for m in discord.messages("general"))
+
+
+    # A channel default set before the owner took that model out of IMAGINE_MODELS: the first model, no error.
+    await bot.store.set_limit(discord.guild.id, discord.channel("art").id, "model", "three")
+    shown = await (await discord.slash(discord.mod, "art", "limits show")).wait_for(lambda m: m.ephemeral)
+    assert "Default model: **one** (`three` is set for this channel but no longer configured)" in shown.content
+    grid = await (await discord.slash(discord.alice, "art", "imagine", prompt="a fox")).wait_for(has_grid,
+                                                                                                 GRID_TIMEOUT)
+    assert recipe(grid)["Model"] == "one"
 
 
 async def test_with_one_model_imagine_offers_no_model_option(discord, bot):
