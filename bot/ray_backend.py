@@ -251,6 +251,7 @@ class RayBackend:
                 _settle(job, error=JobFailed("Something went wrong on my side while making this; please try again."))
         except (ActorDiedError, ActorUnavailableError, NodeDiedError, WorkerCrashedError) as error:
             lost = f"its replica went away ({_reason(error)})"  # killed, out of host memory, its machine lost
+            self._loaded.pop(call.pid, None)  # and its models with it
         except (RayError, ConnectionError) as error:  # the cluster can't be reached: nothing known about the job
             lost, died = f"the Ray cluster at {self.address} can't be reached ({_reason(error)})", False
         finally:

@@ -1,9 +1,9 @@
 """Several models on one device: every model's defaults read from its configs at start-up, weights loaded on demand.
 
-    models = Models.start(settings, device, dtype)   # reads each model's configs, loads the default model
-    model = models.get("turbo", on_load)             # the loaded model: loads it first (evicting the least recently
-                                                     # used beyond IMAGINE_MAX_LOADED_MODELS) and calls on_load(name)
-    model.use_loras((("ink", 0.8),))                 # load each LoRA once as an adapter, activate them for one call
+    models = Models(settings, device, dtype)   # reads each model's configs (defaults, pipeline class): no weights
+    model = models.get("turbo", on_load)       # the loaded model; if it isn't on the device, on_load(name), the least
+                                               # recently used beyond IMAGINE_MAX_LOADED_MODELS go, and it loads
+    model.use_loras((("ink", 0.8),), lora_dir) # each LoRA loaded once as an adapter; activated for the next call
 
 Loading lives here, running in engine/pipeline.py: a LoadedModel is what the operations run on (its text-to-image
 pipeline, its image-to-image sibling made with `from_pipe`, its safety checker, fast path and previewer). Only the
@@ -338,13 +338,6 @@ class Models:
         self.max_batch = 1  # jobs per call, for the compile warm-up; the runner sets it before loading
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
         self.loaded: tuple[str, ...] = ()  # names on the device, most recently used first (read by the event loop)
-
-    @classmethod
-    def start(cls, settings: EngineSettings, device: str, dtype: torch.dtype) -> "Models":
-        """Read every model's configs and load the default model."""
-        models = cls(settings, device, dtype)
-        models.get(models.default)
-        return models
 
     def name_of(self, requested: str) -> str:
         """The configured name a request means ("" = the default); JobFailed listing the models if there is none."""

@@ -101,7 +101,7 @@ def test_size_for_aspect_keeps_area_and_multiples_of_8():
 
 
 def test_a_requests_loras_from_a_stored_recipe_become_name_weight_tuples():
-    """LoRAs read back from a job's JSON recipe (lists) become hashable (name, weight) tuples; "" is the default model."""
+    """LoRAs read back from a JSON recipe (lists) become hashable (name, weight) tuples; "" is the default model."""
     request = Request("imagine", "a fox", seeds=(1,), loras=[["ink", 0.8], ["grain", -1]])
     assert request.loras == (("ink", 0.8), ("grain", -1)) and request.model == ""
     assert hash(request.loras)
