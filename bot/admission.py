@@ -10,7 +10,7 @@ import discord
 from bot.backend import offered
 from bot.errors import UserError
 from bot.parsing import (MAX_ASPECT, MAX_STEPS, find_banned, new_seeds, parse_aspect, parse_imagine, remix_text,
-                         split_flags)
+                         resolve_model, split_flags)
 from bot.replies import tell, token_expiry
 from bot.store import Job, Limits, Preferences
 from engine.jobs import outpaint_box, size_for_aspect
@@ -44,8 +44,10 @@ def check_limits(kind: str, recipe: dict, limits: Limits, banned: list[str]) -> 
         )
 
 
-async def submit(interaction: discord.Interaction[ImagineBot], kind: str, recipe: dict, *, parent: Job | None = None) -> Job | None:
-    """Queue a job for the member behind this interaction, or tell them privately why not.
+async def submit(interaction: discord.Interaction[ImagineBot], kind: str, recipe: dict, *, parent: Job | None = None,
+                 limits: Limits | None = None) -> Job | None:
+    """Queue a job for the member behind this interaction, or tell them privately why not. `limits`: the channel's,
+    when the caller has just read them.
 
     The channel's limits, banned words and the member's rate limit are checked before anything is shown (a few
     SQLite reads, well within Discord's 3 s), so a refusal is one ephemeral message, never a public "thinking…"
@@ -54,7 +56,8 @@ async def submit(interaction: discord.Interaction[ImagineBot], kind: str, recipe
     bot = interaction.client
     channel = interaction.channel
     try:
-        limits = await bot.store.limits_for(interaction.guild_id, interaction.channel_id)
+        if limits is None:
+            limits = await bot.store.limits_for(interaction.guild_id, interaction.channel_id)
         if kind in ("zoom", "pan"):
             recipe = fit_canvas(kind, recipe, limits.max_side)
         check_limits(kind, recipe, limits, await bot.store.banned_words(interaction.guild_id))
@@ -125,6 +128,9 @@ async def click(interaction: discord.Interaction[ImagineBot], action: str, job_i
         await interaction.response.send_modal(remix_modal(action, parent.id, index, text))
         return
     kind, recipe = follow_up(parent, action, index, preferences)
+    # The job's model again, or the default's if the server no longer has it (a job from before several models).
+    if bot.engine.models:  # unknown while no worker has answered yet: the runner falls back the same way
+        recipe["model"] = resolve_model(None, bot.engine.models, fallback=recipe.get("model"))
     await submit(interaction, kind, recipe, parent=parent)  # deferred publicly there, once the limits allow it
 
 
@@ -132,12 +138,15 @@ async def remix(interaction: discord.Interaction[ImagineBot], action: str, job_i
     """The "Remix" modal was submitted: the button's job again, with the prompt the member edited.
 
     The text is parsed and checked like /imagine text (its flags, the channel's limits, banned words); the suffix
-    isn't added again, since the prompt in the modal already carries it. A variation keeps its source's size."""
+    isn't added again, since the prompt in the modal already carries it. A variation keeps its source's size. The
+    text names the job's model unless it is the default (remix_text), so the channel's default model doesn't apply.
+    """
     bot = interaction.client
     parent = await clicked_job(interaction, job_id)
     await _check_index(interaction, parent, action, index)
     preferences = await bot.store.preferences(interaction.guild_id, interaction.user.id)
-    edited = parse_imagine(text, offered(bot.engine), max_steps=MAX_STEPS, default_aspect=preferences.aspect)
+    edited = parse_imagine(text, offered(bot.engine), max_steps=MAX_STEPS, default_aspect=preferences.aspect,
+                           loras=bot.engine.loras)
     kind, recipe = follow_up(parent, action, index, preferences)
     canvas = dict(recipe)
     seeded = "seed" in split_flags(text)[1]  # new seeds, as the button would, unless the member typed --seed
@@ -158,7 +167,8 @@ async def custom_zoom(interaction: discord.Interaction[ImagineBot], job_id: int,
     bot = interaction.client
     parent = await clicked_job(interaction, job_id)
     await _check_index(interaction, parent, "zc", 1)
-    edited = parse_imagine(text, offered(bot.engine), max_steps=MAX_STEPS, custom_zoom=True)
+    edited = parse_imagine(text, offered(bot.engine), max_steps=MAX_STEPS, custom_zoom=True,
+                           loras=bot.engine.loras)
     flags = split_flags(text, zoom=True)[1]
     aspect = flags.get("aspect")
     if aspect is not None and _ratio(edited.aspect) == _ratio(parent.recipe.get("aspect", "1:1")):
@@ -187,8 +197,8 @@ async def _check_index(interaction: discord.Interaction[ImagineBot], parent: Job
 
 
 def follow_up(parent: Job, action: str, index: int, preferences: Preferences) -> tuple[str, dict]:
-    """The kind and recipe of the job a button makes from `parent`."""
-    kept = ("prompt", "negative_prompt", "steps", "guidance", "aspect")
+    """The kind and recipe of the job a button makes from `parent`: its model and LoRAs too."""
+    kept = ("prompt", "negative_prompt", "steps", "guidance", "aspect", "model", "loras")
     recipe = {k: parent.recipe[k] for k in kept if k in parent.recipe}
     # An upscale's recipe keeps the size of its source, so variations of it come out at the grid's size.
     size = {"width": parent.recipe["width"], "height": parent.recipe["height"]}
@@ -291,7 +301,7 @@ def remix_modal(action: str, job_id: int, index: int, text: str) -> discord.ui.M
     modal = discord.ui.Modal(title="Remix", custom_id=f"imagine:remix:{action}:{job_id}:{index}", timeout=15 * 60)
     modal.add_item(discord.ui.Label(
         text="Prompt",
-        description="Edit the prompt and its flags (--ar --no --steps --guidance --seed).",
+        description="Edit the prompt and its flags (--ar --no --steps --guidance --seed --model --lora).",
         component=discord.ui.TextInput(custom_id=REMIX_INPUT, style=discord.TextStyle.paragraph,
                                        default=text[:MAX_REMIX_TEXT], max_length=MAX_REMIX_TEXT),
     ))

@@ -26,9 +26,11 @@ class Backend(Protocol):
     Progress comes to each job's callback on the event loop.
     """
 
-    # What the bot offers members: steps, guidance, native size, model name. None until a worker has answered
-    # (Ray replicas unreachable since start-up, with none remembered from an earlier run): see offered().
-    defaults: ModelDefaults | None
+    # What the bot offers members: steps, guidance, native size, model name. Known once a worker has answered
+    # (Ray replicas unreachable since start-up, with none remembered from an earlier run: None and {}): offered().
+    defaults: ModelDefaults | None  # the default model's
+    models: dict[str, ModelDefaults]  # every configured model by name, the default first
+    loras: tuple[str, ...]  # the LoRA names jobs may use (IMAGINE_LORA_DIR's file stems), sorted
     device: str
     dtype: str
     max_batch: int  # most jobs one call takes
@@ -44,14 +46,18 @@ class Backend(Protocol):
     def submit_batch(self, jobs: Sequence[tuple[object, Request, ProgressCallback | None]]
                      ) -> list[Awaitable[Result]]: ...
 
+    def loaded_models(self) -> tuple[str, ...]:
+        """The models on the device(s) now, most recently used first; a job for one of them starts without a load."""
+
     def cancel(self, job_id: object) -> bool:
         """Stop a job of a call in flight (at its next step); False if this backend doesn't have it."""
 
 
-def offered(backend: Backend) -> ModelDefaults:
-    """The model defaults new prompts are resolved with; a refusal (WorkersNotReady) while the backend knows none.
+def offered(backend: Backend) -> dict[str, ModelDefaults]:
+    """The models new prompts are resolved with, by name (the default first); a refusal (WorkersNotReady) while the
+    backend knows none.
 
     Buttons without Remix don't need them (a follow-up copies its job's recipe), so those still queue meanwhile."""
-    if backend.defaults is None:
+    if not backend.models:
         raise WorkersNotReady()
-    return backend.defaults
+    return backend.models

@@ -28,6 +28,7 @@ EXTENSIONS = (
     "bot.cogs.show",
     "bot.cogs.delete",
     "bot.cogs.settings",
+    "bot.cogs.models",
 )
 
 def use_discord_endpoints(api_base: str, gateway_url: str) -> None:

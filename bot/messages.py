@@ -95,19 +95,20 @@ class JobMessages:
         await self._show(job, QUEUED, render.queued(job, position, restarted=restarted, lost=lost,
                                                              unreachable=unreachable), throttle=False)
 
-    def progress(self, job: Job, step: int, total: int, preview: bytes | None) -> None:
+    def progress(self, job: Job, step: int, total: int, preview: bytes | None, *, loading: str | None = None) -> None:
         """Called for every engine step and never waits for Discord.
 
         The first step is shown at once (the member sees their job start); later ones at most once per interval.
+        `loading`: the job's model is being loaded first (step 0), shown at once too.
         """
         showing = self._showing.setdefault(job.id, _Showing())
         if showing.progress_task is not None and not showing.progress_task.done():
             return
-        first = not showing.started
+        first = not showing.started or loading is not None
         if not first and time.monotonic() - showing.last_edit < self.interval:
             return
         showing.started = True
-        shown = render.progress(job, step, total, preview)
+        shown = render.progress(job, step, total, preview, loading=loading)
         showing.progress_task = asyncio.create_task(self._show(job, RUNNING, shown, throttle=not first))
 
     async def finished(self, job: Job, shown: render.Shown) -> None:

@@ -4,7 +4,13 @@ Midjourney habits work inside the prompt (``--ar 16:9 --seed 42 --no text, water
 A member's suffix (/prefer suffix) is added to every prompt they send, flags and all. When a value is given more
 than once, the most deliberate one wins: a slash-command option (what Discord shows in the command's summary), then
 a flag in the prompt, then a flag in the suffix, then (for an image prompt) the picture's own aspect ratio, then the
-member's default aspect ratio (/settings), then the model's default.
+member's default aspect ratio (/settings), then the model's default. The model goes the same way: the `model`
+option, `--model` in the prompt, then in the suffix, then the channel's default model (/limits set model), then the
+server's first configured model; steps, guidance and size then default to that model's own.
+
+LoRAs add up instead: `--lora name`, `--lora name:0.8` (repeatable) and A1111's `<lora:name:0.8>` in the prompt
+text (taken out of the prompt), in the prompt and in the suffix, at most MAX_LORAS of them; a LoRA named in both the
+prompt and the suffix takes the prompt's weight.
 
 `--zoom` (more than 1, at most 2) is only read in the Custom Zoom box of an upscaled image; a prompt anywhere else
 (/imagine, a suffix, the Remix box) that carries it is refused with a sentence that says where it works.
@@ -16,10 +22,11 @@ import math
 import random
 import re
 import unicodedata
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 
 from bot.errors import UserError, quoted
-from engine.jobs import ASPECT_CHOICES, ModelDefaults, size_for_aspect
+from engine.jobs import ASPECT_CHOICES, LORA_WEIGHT_RANGE, MAX_LORAS, ModelDefaults, size_for_aspect
 
 MAX_ASPECT = 3.0  # widest (or tallest) ratio allowed for a free-form --ar
 MAX_PROMPT = 1000
@@ -41,8 +48,14 @@ FLAG_ALIASES = {
     "guidance": "guidance",
     "cfg": "guidance",
     "iw": "image_weight",
+    "model": "model",
+    "lora": "lora",
 }
+REPEATABLE = frozenset({"lora"})  # flags that may be given more than once; their values come as a list
 _FLAG = re.compile(r"(?:^|\s)--([A-Za-z]+)\b")
+# A1111's prompt syntax for a LoRA: <lora:name> or <lora:name:0.8>, taken out of the prompt text.
+_LORA_TAG = re.compile(r"\s*<lora:([^:<>]*)(?::([^<>]*))?>\s*", re.IGNORECASE)
+MAX_LISTED = 25  # names a refusal lists (Discord's choices stop at 25 too)
 
 
 class BadInput(UserError):
@@ -59,13 +72,15 @@ class Recipe:
     guidance: float
     seeds: tuple[int, ...]
     aspect: str = "1:1"
+    model: str = ""  # a configured model's name (the default's when none was asked for)
+    loras: tuple[tuple[str, float], ...] = ()  # (name, weight), in the order the member named them
     # Image prompts only: how closely the result keeps the picture (--iw), and the img2img strength it gives.
     image_weight: float | None = None
     strength: float | None = None
     zoom: float | None = None  # Custom Zoom only: --zoom
 
     def to_dict(self) -> dict:
-        recipe = asdict(self) | {"seeds": list(self.seeds)}
+        recipe = asdict(self) | {"seeds": list(self.seeds), "loras": [[name, weight] for name, weight in self.loras]}
         if self.image_weight is None:
             del recipe["image_weight"], recipe["strength"]
         if self.zoom is None:
@@ -78,12 +93,14 @@ def image_strength(weight: float) -> float:
     return round(0.9 - 0.2 * weight, 4)
 
 
-def split_flags(text: str, *, zoom: bool = False) -> tuple[str, dict[str, str]]:
+def split_flags(text: str, *, zoom: bool = False) -> tuple[str, dict]:
     """``"a fox --ar 16:9 --no snow"`` -> ``("a fox", {"aspect": "16:9", "negative": "snow"})``; `--zoom` only with
-    `zoom` (the Custom Zoom box)."""
+    `zoom` (the Custom Zoom box).
+
+    A repeatable flag's values come as a list: ``"a fox --lora a --lora b:0.5"`` -> ``{"lora": ["a", "b:0.5"]}``."""
     matches = list(_FLAG.finditer(text))
     prompt = text[: matches[0].start()] if matches else text
-    flags: dict[str, str] = {}
+    flags: dict = {}
     for match, following in zip(matches, matches[1:] + [None]):
         name = match.group(1).lower()
         key = "zoom" if zoom and name == "zoom" else FLAG_ALIASES.get(name)
@@ -91,13 +108,78 @@ def split_flags(text: str, *, zoom: bool = False) -> tuple[str, dict[str, str]]:
             raise BadInput("`--zoom` is not an option of a prompt: it works in the Custom Zoom box, under an "
                            "upscaled image (U1–U4, then Custom Zoom).")
         if key is None:
-            allowed = ", ".join(f"--{n}" for n in ("ar", "seed", "no", "steps", "guidance", "iw"))
+            allowed = ", ".join(f"--{n}" for n in ("ar", "seed", "no", "steps", "guidance", "iw", "model", "lora"))
             raise BadInput(f"`--{quoted(name, 20)}` is not an option I know. Allowed in the prompt: {allowed}.")
+        end = following.start() if following else len(text)
+        value = text[match.end() : end].strip()
+        if key in REPEATABLE:
+            flags.setdefault(key, []).append(value)
+            continue
         if key in flags:
             raise BadInput(f"`--{quoted(name, 20)}` is given twice; keep one.")
-        end = following.start() if following else len(text)
-        flags[key] = text[match.end() : end].strip()
+        flags[key] = value
     return prompt.strip(), flags
+
+
+def listing(names: Collection[str], limit: int = MAX_LISTED) -> str:
+    """``a, b, c`` for a refusal: the first `limit` names as code, then how many more there are."""
+    names = list(names)
+    shown = ", ".join(f"`{quoted(name, 32)}`" for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def resolve_model(name: str | None, models: Mapping[str, ModelDefaults], *, fallback: str | None = None) -> str:
+    """The configured name a member's model choice means (names ignore case), refusing an unknown one; None: the
+    `fallback` if it is still configured (a channel's default may name a model since removed), else the first."""
+    if name is None:
+        if fallback is not None and fallback.lower() in models:
+            return fallback.lower()
+        return next(iter(models))
+    wanted = name.strip().lower()
+    if wanted in models:
+        return wanted
+    if not wanted:
+        raise BadInput(f"`--model` needs a model's name. Models here: {listing(models)}.")
+    raise BadInput(f"There is no model called `{quoted(name, 32)}` here. Models here: {listing(models)}.")
+
+
+def parse_lora(raw: str, available: Collection[str], *, tag: bool = False) -> tuple[str, float]:
+    """``"pixel:0.8"`` -> ``("pixel", 0.8)``; the weight is 1 when none is given. The name ignores case and must be
+    one of `available` (the LoRA files the server has); the weight must be within LORA_WEIGHT_RANGE. Only a
+    ``<lora:...>`` tag (`tag`) may name a LoRA with a space in its name."""
+    name, _, weight = raw.strip().partition(":")
+    name = name.strip()
+    if not name or (" " in name and not tag):
+        raise BadInput(f"A LoRA is named like `--lora pixel` or `--lora pixel:0.8`, got `{quoted(raw)}`.")
+    known = {lora.lower(): lora for lora in available}
+    if name.lower() not in known:
+        if not known:
+            raise BadInput(f"There is no LoRA called `{quoted(name, 32)}`: this server has no LoRAs installed.")
+        raise BadInput(f"There is no LoRA called `{quoted(name, 32)}` here. LoRAs here: {listing(known.values())}.")
+    low, high = LORA_WEIGHT_RANGE
+    value = 1.0 if not weight.strip() else _float(f"The weight of LoRA `{quoted(name, 32)}`", weight, low, high)
+    return known[name.lower()], value
+
+
+def _loras(flags: list[str], tags: list[str], available: Collection[str], where: str = "") -> dict[str, float]:
+    """LoRAs by name from the raw `name:weight` texts of --lora flags and <lora:...> tags; a name given twice is
+    refused."""
+    chosen: dict[str, float] = {}
+    for text, tag in [(text, False) for text in flags] + [(text, True) for text in tags]:
+        name, weight = parse_lora(text, available, tag=tag)
+        if name in chosen:
+            raise BadInput(f"LoRA `{quoted(name, 32)}` is named twice{where}; keep one.")
+        chosen[name] = weight
+    return chosen
+
+
+def take_lora_tags(text: str) -> tuple[str, list[str]]:
+    """A1111's ``<lora:name:0.8>`` tags out of a prompt: ``("a fox", ["name:0.8"])``."""
+    found = []
+    while match := _LORA_TAG.search(text):  # one at a time: taking one out can close another around it
+        found.append(f"{match.group(1)}:{match.group(2) or ''}")
+        text = f"{text[:match.start()]} {text[match.end():]}"
+    return text.strip(), found
 
 
 def parse_aspect(text: str) -> tuple[int, int]:
@@ -141,9 +223,18 @@ def new_seeds(first: int | None = None) -> tuple[int, ...]:
     return tuple((first + i) % (MAX_SEED + 1) for i in range(IMAGES_PER_GRID))
 
 
+def catalogue(models: ModelDefaults | Mapping[str, ModelDefaults]) -> Mapping[str, ModelDefaults]:
+    """The configured models by name, the default first; a lone ModelDefaults is a server with one model."""
+    if isinstance(models, ModelDefaults):
+        return {models.name: models}
+    if not models:
+        raise ValueError("at least one model must be configured")
+    return models
+
+
 def parse_imagine(
     text: str,
-    defaults: ModelDefaults,
+    models: ModelDefaults | Mapping[str, ModelDefaults],
     *,
     negative: str | None = None,
     aspect: str | None = None,
@@ -154,10 +245,17 @@ def parse_imagine(
     suffix: str = "",
     default_aspect: str | None = None,
     image_aspect: str | None = None,
+    model: str | None = None,
+    channel_model: str | None = None,
+    loras: Collection[str] = (),
     custom_zoom: bool = False,
 ) -> Recipe:
     """Resolve a prompt with inline flags, the member's suffix and defaults, and slash-command options into a full
     recipe (the order is in this module's docstring).
+
+    `models`: the configured models by name, the default first (Backend.models), or one ModelDefaults; `model`: the
+    slash command's option; `channel_model`: the channel's default model (ignored if no longer configured);
+    `loras`: the LoRA names the server has (Backend.loras).
 
     With an image prompt (`image_aspect`: the picture's own ratio, e.g. "4:3"), --iw is allowed, and the picture's
     ratio is used unless --ar or the aspect option names another (the picture is then centre-cropped to that); a
@@ -165,13 +263,33 @@ def parse_imagine(
 
     With `custom_zoom` (the Custom Zoom box), `--zoom` is read too (more than 1, at most 2) and required.
     """
-    prompt, flags = split_flags(_printable(text), zoom=custom_zoom)
+    models = catalogue(models)
+    text, tags = take_lora_tags(_printable(text))
+    prompt, flags = split_flags(text, zoom=custom_zoom)
     if not any(unicodedata.category(c)[0] in "LNPS" for c in prompt):  # blank, or only invisible marks
         raise BadInput("The prompt is empty: describe the picture before any `--` options.")
+    chosen_loras = _loras(flags.pop("lora", []), tags, loras, " in the prompt")
     if suffix:
+        suffix, suffix_tags = take_lora_tags(_printable(suffix))
         suffix_text, suffix_flags = parse_suffix(suffix)
+        try:
+            suffix_loras = _loras(suffix_flags.pop("lora", []), suffix_tags, loras)
+        except BadInput as error:
+            raise BadInput(f"In your suffix (/prefer suffix): {error}") from None
+        # In reading order (the suffix ends the prompt); a LoRA in both takes the prompt's weight.
+        chosen_loras |= {name: w for name, w in suffix_loras.items() if name not in chosen_loras}
         prompt = f"{prompt} {suffix_text}" if suffix_text else prompt
+        if model is None and "model" not in flags and "model" in suffix_flags:
+            try:
+                resolve_model(suffix_flags["model"], models)
+            except BadInput as error:
+                raise BadInput(f"In your suffix (/prefer suffix): {error}") from None
         flags = suffix_flags | flags
+    if len(chosen_loras) > MAX_LORAS:
+        raise BadInput(f"A prompt may use at most {MAX_LORAS} LoRAs; this one names {len(chosen_loras)}: "
+                       f"{listing(chosen_loras)}.")
+    model_name = resolve_model(model if model is not None else flags.get("model"), models, fallback=channel_model)
+    defaults = models[model_name]
     if len(prompt) > MAX_PROMPT:
         raise BadInput(f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT}.")
     negative_text = _printable(negative if negative is not None else flags.get("negative", "")).strip()
@@ -210,6 +328,8 @@ def parse_imagine(
         aspect=f"{ratio[0]}:{ratio[1]}",
         image_weight=weight,
         strength=None if weight is None else image_strength(weight),
+        model=model_name,
+        loras=tuple(chosen_loras.items()),
         zoom=parse_zoom(flags.get("zoom")) if custom_zoom else None,
     )
 
@@ -240,12 +360,26 @@ def parse_suffix(text: str) -> tuple[str, dict[str, str]]:
         raise BadInput(f"In your suffix (/prefer suffix): {error}") from None
 
 
-def remix_text(recipe: dict, defaults: ModelDefaults) -> str:
+def remix_text(recipe: dict, models: ModelDefaults | Mapping[str, ModelDefaults]) -> str:
     """A job's prompt with the flags that remake it (``a red fox --ar 3:2 --no text``), for a member to edit.
 
-    Parsed again by parse_imagine, it gives the same recipe but the seeds: steps and guidance appear only when they
-    differ from the model's defaults, the aspect always (a member's default aspect must not change it)."""
-    parts = [recipe["prompt"], f"--ar {recipe.get('aspect', '1:1')}"]
+    Parsed again by parse_imagine (with no channel model: a Remix keeps its job's model unless edited), it gives the
+    same recipe but the seeds: --model appears when the job's model isn't the server's default, --lora for each
+    LoRA, steps and guidance only when they differ from the job's model's defaults, the aspect always (a member's
+    default aspect must not change it). A model no longer configured is left out: the default then makes it."""
+    models = catalogue(models)
+    name = recipe.get("model") or next(iter(models))
+    defaults = models.get(name) or next(iter(models.values()))
+    parts = [recipe["prompt"]]
+    for lora, weight in recipe.get("loras", ()):  # a name with a space only works as an A1111 tag
+        if " " in lora:
+            parts.append(f"<lora:{lora}:{weight:.15g}>")
+    parts.append(f"--ar {recipe.get('aspect', '1:1')}")
+    if name in models and name != next(iter(models)):
+        parts.append(f"--model {name}")
+    for lora, weight in recipe.get("loras", ()):
+        if " " not in lora:
+            parts.append(f"--lora {lora}" if weight == 1 else f"--lora {lora}:{weight:.15g}")
     if recipe.get("negative_prompt"):
         parts.append(f"--no {recipe['negative_prompt']}")
     if recipe.get("steps", defaults.steps) != defaults.steps:

@@ -77,6 +77,9 @@ class RayBackend:
         self._calls: dict[int, _Call] = {}  # by job id, for the jobs in flight
         self._connected_here = False  # this backend called ray.init (so stop() disconnects)
         self.defaults = self.device = self.dtype = None
+        self.models: dict = {}
+        self.loras: tuple[str, ...] = ()
+        self._loaded: dict[int | None, tuple[str, ...]] = {}  # replica pid (None: the one describe() reached) -> models
         self.max_batch = 1
         self.fast_path: str | None = None
 
@@ -94,7 +97,7 @@ class RayBackend:
         The defaults remembered from the last run's replicas (in the store's meta table) are offered until then,
         so members can still queue new prompts while the cluster is down; a first run has none (offered())."""
         if self._memory is not None:
-            self._adopt(_about_from_json(await self._memory.get_meta(ABOUT_KEY)))
+            self._adopt(_about_from_json(await self._memory.get_meta(ABOUT_KEY)), remembered=True)
         self._connector = asyncio.create_task(self._reach(), name="imagine-ray-connect")
         tried = asyncio.create_task(self._tried.wait())
         try:
@@ -132,10 +135,15 @@ class RayBackend:
         self._tried.set()
         log.info("Ray backend ready: %d replica(s) of %s at %s", self._capacity, APP, self.address)
 
-    def _adopt(self, about: About | None) -> None:
+    def _adopt(self, about: About | None, *, remembered: bool = False) -> None:
         if about is not None:
             self.defaults, self.device, self.dtype = about.defaults, about.device, about.dtype
             self.max_batch, self.fast_path = about.max_batch, about.fast_path
+            self.models = ({defaults.name: defaults for defaults in about.models}
+                           or {about.defaults.name: about.defaults})
+            self.loras = about.loras
+            if not remembered:  # what a replica has loaded now; a remembered list says nothing about today's
+                self._loaded = {None: about.loaded}
 
     def _connect(self) -> None:
         if not ray.is_initialized():
@@ -205,6 +213,11 @@ class RayBackend:
     def capacity(self) -> int:
         return self._capacity
 
+    def loaded_models(self) -> tuple[str, ...]:
+        """The models some replica has loaded, as each replica last said (most recently used first within each);
+        Serve picks the replica, so a job for one of these may still meet a replica without it."""
+        return tuple(dict.fromkeys(name for loaded in reversed(self._loaded.values()) for name in loaded))
+
     def submit_batch(self, jobs: Sequence[tuple[object, Request, ProgressCallback | None]]
                      ) -> list[Awaitable[Result]]:
         if self._handle is None:
@@ -260,10 +273,13 @@ class RayBackend:
                     job = jobs.get(event.job_id)
                     if job is not None and job.on_progress is not None and not job.future.done():
                         try:
-                            job.on_progress(Progress(event.job_id, event.step, event.total, event.preview))
+                            job.on_progress(Progress(event.job_id, event.step, event.total, event.preview,
+                                                     event.loading))
                         except Exception:
                             log.exception("on_progress callback for job %s raised", event.job_id)
                 elif isinstance(event, Done):
+                    self._loaded.pop(call.pid, None)  # the latest report goes last: reversed() above reads it first
+                    self._loaded[call.pid] = event.loaded
                     _settle(jobs[event.job_id], result=event.result)
                 elif isinstance(event, Failed):
                     error = JobCancelled(event.message) if event.cancelled else JobFailed(event.message)
@@ -278,6 +294,7 @@ class RayBackend:
                 _settle(job, error=JobFailed("Something went wrong on my side while making this; please try again."))
         except (ActorDiedError, ActorUnavailableError, NodeDiedError, WorkerCrashedError) as error:
             lost = f"its replica went away ({_reason(error)})"  # killed, out of host memory, its machine lost
+            self._loaded.pop(call.pid, None)  # and its models with it
         except (RayError, ConnectionError) as error:  # the cluster can't be reached: nothing known about the job
             lost, died = f"the Ray cluster at {self.address} can't be reached ({_reason(error)})", False
         finally:
@@ -332,7 +349,9 @@ def _about_from_json(text: str | None) -> About | None:
         fields = json.loads(text)
         if fields.get("version") != VERSION:
             return None
-        return About(**(fields | {"defaults": ModelDefaults(**fields["defaults"])}))
+        return About(**(fields | {"defaults": ModelDefaults(**fields["defaults"]),
+                                  "models": tuple(ModelDefaults(**model) for model in fields.get("models", ())),
+                                  "loras": tuple(fields.get("loras", ())), "loaded": ()}))
     except (TypeError, ValueError, KeyError, AttributeError):
         return None
 

@@ -79,7 +79,9 @@ def queued(job: Job, position: int | None, *, restarted: bool = False, lost: boo
     return Shown(f"{headline(job)} ({wait})", view=cancel_view(job.id))
 
 
-def progress(job: Job, step: int, total: int, preview: bytes | None) -> Shown:
+def progress(job: Job, step: int, total: int, preview: bytes | None, *, loading: str | None = None) -> Shown:
+    if loading is not None:  # the engine loads the job's model first: a switch takes a while
+        return Shown(f"{headline(job)} (loading model {loading}…)", view=cancel_view(job.id))
     percent = round(100 * step / total) if total else 0
     files = [discord.File(io.BytesIO(preview), filename="preview.png")] if preview else []
     return Shown(f"{headline(job)} ({percent}% · step {step}/{total})", files=files, view=cancel_view(job.id))
@@ -145,7 +147,10 @@ def finished(job: Job, pictures: list[bytes], grid: bytes | None, *, parent: Job
     if recipe.get("image_prompt") and "image_weight" in recipe:
         weight = f"--iw {recipe['image_weight']:g} · strength {recipe['strength']:g}"
         embed.add_field(name="Image weight", value=weight)
-    embed.add_field(name="Model", value=_clip(result.get("model", "?"), 256))
+    embed.add_field(name="Model", value=_clip(result.get("model") or recipe.get("model") or "?", 256))
+    if recipe.get("loras"):
+        shown_loras = ", ".join(f"{name} {weight:g}" for name, weight in recipe["loras"])
+        embed.add_field(name="LoRAs", value=_clip(shown_loras, 1000))
     embed.add_field(name="Time", value=f"{result.get('elapsed', 0):.1f} s")
     if result.get("prompt_truncated"):
         notes.append("The prompt was longer than the model can read; its end was cut.")

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 POSITION_UPDATES = 3  # the front of the queue sees itself move up; edits cost rate limit, /queue shows the rest
 CAPACITY_EVERY = 5.0  # seconds between looks at backend.capacity() while idle or full (Ray replicas come and go)
+SKIPS_KEPT = 1000  # passed-over counts kept before those of jobs no longer waiting are dropped
 
 
 class JobRunner:
@@ -46,6 +47,10 @@ class JobRunner:
         self._calls: set[asyncio.Task] = set()  # calls in flight, one per busy slot
         self._shows: set[asyncio.Task] = set()  # results being shown on Discord
         self._stalled = False  # capacity() was 0 at the last look
+        # Times each waiting job was passed over for a later one whose model was loaded (batching.prefer_loaded).
+        # Kept here, not in the store (no column on jobs): a restart forgets them, so the jobs waiting at start-up
+        # count as passed over MAX_SKIPS times already (see start): none waits longer for it across restarts.
+        self._skipped: dict[int, int] = {}
         self.recovered = 0  # unfinished jobs taken back after a restart (the bot's ready line says how many)
 
     async def start(self) -> None:
@@ -54,6 +59,7 @@ class JobRunner:
             log.info("Job %s failed: %s for user %s: %s", job.id, job.kind, job.user_id, job.error)
             await self.messages.finished(job, render.failed(job))
         self.recovered = len(recovered.queued)
+        self._skipped = {job.id: batching.MAX_SKIPS for job in recovered.queued}
         if recovered.queued:
             log.debug("Re-attached %d unfinished job(s) after a restart", len(recovered.queued))
         for job in recovered.queued:
@@ -131,16 +137,32 @@ class JobRunner:
         task.add_done_callback(self._shows.discard)
 
     async def _claim(self) -> list[Job]:
-        """The head of the fair queue, and the queued jobs of other members that can share its pipeline call."""
+        """The head of the fair queue (or, with several models, a job close behind it whose model is loaded:
+        batching.prefer_loaded), and the queued jobs of other members that can share its pipeline call."""
         max_batch = self.engine.max_batch
+        models = self.engine.models
+        several = len(models) > 1
+        loaded = self.engine.loaded_models() if several else ()
+        default = next(iter(models))
+        passed: list[int] = []
 
         def plan(queue: list[Job]) -> list[int]:
-            return batching.plan(
-                [batching.Candidate(job.id, job.user_id, batching.recipe_key(job.kind, job.recipe)) for job in queue],
-                max_batch,
-            )
+            candidates = [batching.Candidate(job.id, job.user_id, batching.recipe_key(job.kind, job.recipe),
+                                             model=job.recipe.get("model") or default,
+                                             skipped=self._skipped.get(job.id, 0)) for job in queue]
+            ordered = batching.prefer_loaded(candidates, loaded)
+            passed[:] = [job.id for job in candidates[:candidates.index(ordered[0])]] if ordered else []
+            return batching.plan(ordered, max_batch)
 
-        return await self.store.claim_batch(plan, window=1 + batching.WINDOW if max_batch > 1 else 1)
+        jobs = await self.store.claim_batch(plan, window=1 + batching.WINDOW if max_batch > 1 or several else 1)
+        for job_id in passed:
+            self._skipped[job_id] = self._skipped.get(job_id, 0) + 1
+        for job in jobs:
+            self._skipped.pop(job.id, None)
+        if len(self._skipped) > SKIPS_KEPT:  # cancelled jobs passed over once: keep the ones still waiting
+            waiting = {job.id for job in await self.store.unfinished_jobs()}
+            self._skipped = {job_id: n for job_id, n in self._skipped.items() if job_id in waiting}
+        return jobs
 
     async def _call(self, jobs: list[Job]) -> None:
         """One slot's call: hold the slot until the backend is done with every job of it; results show apart."""
@@ -182,7 +204,7 @@ class JobRunner:
 
     def _progress_for(self, job: Job):
         def on_progress(progress: Progress) -> None:
-            self.messages.progress(job, progress.step, progress.total, progress.preview)
+            self.messages.progress(job, progress.step, progress.total, progress.preview, loading=progress.loading)
 
         return on_progress
 
@@ -248,7 +270,18 @@ class JobRunner:
             image_weight=recipe.get("image_weight") if recipe.get("image_prompt") else None,
             zoom=recipe.get("zoom") if job.kind == "zoom" else None,
             pan=recipe.get("pan") if job.kind == "pan" else None,
+            model=self._model_for(job),
+            loras=tuple((name, float(weight)) for name, weight in recipe.get("loras") or ()),
         )
+
+    def _model_for(self, job: Job) -> str:
+        """The model to make a job with: its recipe's, or the default ("") for a recipe from before several models
+        or one naming a model the owner has since removed from IMAGINE_MODELS (the embed names what made it)."""
+        name = job.recipe.get("model") or ""
+        if name and name not in self.engine.models:
+            log.info("Job %s asked for model %s, which is no longer configured; using the default", job.id, name)
+            return ""
+        return name
 
     async def _refresh_positions(self, *, unreachable: bool = False) -> None:
         """Everyone still waiting moved up by one (or waits for a worker to be back); tell the front of the queue

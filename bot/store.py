@@ -78,9 +78,12 @@ class Limits:
     max_steps: int = 50
     max_side: int = 1024  # max image side in px
     nsfw_allowed: bool = False  # only honoured in age-restricted channels (the bot decides)
+    model: str | None = None  # the channel's default model (a configured name); None: the server's first model
 
 
-LIMIT_KEYS = ("enabled", "jobs_per_hour", "max_queued", "max_steps", "max_side", "nsfw_allowed")
+LIMIT_KEYS = ("enabled", "jobs_per_hour", "max_queued", "max_steps", "max_side", "nsfw_allowed", "model")
+# A model's configured name (IMAGINE_MODELS), as the engine accepts it; stored lower-case.
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 # Accepted ranges of the integer limits, inclusive.
 LIMIT_RANGES = {"jobs_per_hour": (1, 1000), "max_queued": (1, 100), "max_steps": (1, 150), "max_side": (64, 4096)}
 
@@ -388,10 +391,18 @@ def _raise_if_refused(counts: sqlite3.Row, limits: Limits) -> None:
 # Limits
 
 
-def _parse_limit(key: str, value: object) -> bool | int:
-    """Validate a moderator's value for `key` (a bool/int, or the text of one) and return it typed."""
+def _parse_limit(key: str, value: object) -> bool | int | str:
+    """Validate a moderator's value for `key` (a bool/int, or the text of one; a model's name) and return it typed.
+
+    A model name is only checked to be one (the store doesn't know which models are configured: the bot does)."""
     if key not in LIMIT_KEYS:
         raise InvalidLimit(f"There is no limit called '{quoted(key)}'; the limits are: {', '.join(LIMIT_KEYS)}.")
+    if key == "model":
+        name = value.strip().lower() if isinstance(value, str) else ""
+        if not MODEL_NAME.fullmatch(name):
+            raise InvalidLimit(f"'model' is a model's name (letters, digits, '_', '.', '-'; up to 32), "
+                               f"got '{quoted(value)}'.")
+        return name
     if isinstance(Limits.__dataclass_fields__[key].default, bool):
         if isinstance(value, bool):
             return value
@@ -600,9 +611,12 @@ class Store:
         """Mark the next job in fair order as running, with the companions `plan` picks to share its pipeline call,
         and return them, head first; [] if nothing is queued.
 
-        `plan` gets the first `window` queued jobs in fair order and returns the ids to run (engine/batching.py:
-        same batch key, at most one per member); the head always runs, whatever it returns. One write transaction,
-        each job taking its turn as if claimed one after another, so queue positions and /queue stay true."""
+        `plan` gets the first `window` queued jobs in fair order and returns the ids to run, the one to run first
+        first: the head of the queue, or another job of the window (engine/batching.py: prefer_loaded, for a job
+        whose model is loaded; then its companions: same batch key, at most one per member). Ids outside the window
+        are ignored; with none left, the head runs alone. One write transaction, each job taking its turn as if
+        claimed one after another, so queue positions and /queue stay true: a job passed over keeps its place at the
+        front, since its member took no turn."""
         now = time.time() if now is None else now
 
         async def claim(db: aiosqlite.Connection) -> list[sqlite3.Row]:
@@ -612,9 +626,9 @@ class Store:
             )]
             if not queue:
                 return []
-            offered = {job.id for job in queue[1:]}
-            companions = [job_id for job_id in (plan(queue) if plan else ()) if job_id in offered]
-            ids = [queue[0].id] + list(dict.fromkeys(companions))
+            offered = {job.id for job in queue}
+            ids = list(dict.fromkeys(job_id for job_id in (plan(queue) if plan else ()) if job_id in offered))
+            ids = ids or [queue[0].id]
             return [await fetch_one(db, _CLAIM, {"now": now, "id": job_id}) for job_id in ids]
 
         jobs = [Job.from_row(row) for row in await self._write(claim)]

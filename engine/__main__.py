@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, help="denoising steps (default: the model's, or IMAGINE_STEPS)")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--grid", action="store_true", help="make 4 images: a 2x2 grid in --out, singles beside it")
-    parser.add_argument("--model", help="hub id or local folder (default IMAGINE_MODEL)")
+    parser.add_argument("--model", help="hub id or local folder (default: IMAGINE_MODELS' first, or IMAGINE_MODEL)")
     parser.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), help="default IMAGINE_DEVICE or auto")
     parser.add_argument("--dtype", choices=("auto", "float16", "bfloat16", "float32"), help="default auto")
     parser.add_argument("--no-safety-checker", action="store_true", help="do not run the model's safety checker")
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("model", "device", "dtype", "size", "steps", "guidance"):
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
+        if args.model is not None:
+            overrides["models"] = None  # --model is the one model, whatever IMAGINE_MODELS lists
         if args.no_safety_checker:
             overrides["safety_checker"] = False
         settings = dataclasses.replace(settings, **overrides)

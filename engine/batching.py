@@ -1,7 +1,8 @@
 """Batch planning: which queued jobs may share one pipeline call. Pure Python: no torch, no SQL.
 
-The store decides whose turn it is (the head of the fair queue always runs next) and calls `plan` inside the one
-write transaction that claims the head and its companions; the engine only runs the batch it is given.
+The store decides whose turn it is (the head of the fair queue runs next, or a job close behind it whose model is
+loaded: prefer_loaded) and calls `plan` inside the one write transaction that claims the head and its companions;
+the engine only runs the batch it is given.
 
     key = recipe_key("imagine", {"width": 512, "height": 512, "steps": 25, "guidance": 7.0, "seeds": [1, 2, 3, 4]})
     ids = plan([Candidate(7, member=1, key=key), Candidate(8, member=1, key=key), Candidate(9, member=2, key=key)], 4)
@@ -10,10 +11,11 @@ write transaction that claims the head and its companions; the engine only runs 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 WINDOW = 12  # companions come from the next WINDOW queued jobs after the head, so none jumps far ahead
+MAX_SKIPS = 3  # times a job may be passed over for a later one whose model is loaded (prefer_loaded)
 
 # Operation families that can share a call, by job kind. Upscales and outpaints (zoom, pan) always run alone:
 # each has its own canvas and source, and one runs seldom enough that sharing a call would gain little.
@@ -25,20 +27,24 @@ ALONE_SCHEDULERS = frozenset({"DPMSolverSDEScheduler"})
 
 
 def batch_key(kind: str, *, width: int, height: int, steps: int, guidance: float, strength: float | None,
-              images: int, model: str = "", scheduler: str = "") -> Hashable | None:
+              images: int, model: str = "", scheduler: str = "", loras: Sequence = ()) -> Hashable | None:
     """What shapes a pipeline call; jobs may share a call only if their keys are equal. None: the job runs alone.
 
     Classifier-free guidance on or off (guidance > 1) is part of the key as well as its scale: it doubles the batch.
+    `model` is the configured model name; `loras` the (name, weight) pairs, whose order does not matter.
     """
     family = FAMILIES.get(kind)
     if family is None or scheduler in ALONE_SCHEDULERS:
         return None
-    return (family, model, scheduler, width, height, steps, guidance > 1.0, float(guidance),
+    lora_set = tuple(sorted((str(name), float(weight)) for name, weight in loras))
+    return (family, model, lora_set, scheduler, width, height, steps, guidance > 1.0, float(guidance),
             None if family == "text-to-image" else strength, images)
 
 
 def recipe_key(kind: str, recipe: Mapping) -> Hashable | None:
-    """The batch key of a queued job, from its stored recipe (model and scheduler when the recipe names them).
+    """The batch key of a queued job, from its stored recipe (model, LoRAs and scheduler when the recipe names them:
+    the bot stores "model": "<name>" and "loras": [["name", 0.8], ...]; an old recipe has neither, and then means the
+    default model and no LoRAs, so `model` "" groups it with the other old ones).
 
     An imagine or reroll with an image prompt runs image to image (the engine gets it as a variation of the picture).
     """
@@ -48,7 +54,7 @@ def recipe_key(kind: str, recipe: Mapping) -> Hashable | None:
         return batch_key(
             kind, width=int(recipe["width"]), height=int(recipe["height"]), steps=int(recipe["steps"]),
             guidance=float(recipe["guidance"]), strength=recipe.get("strength"), images=len(recipe["seeds"]),
-            model=recipe.get("model", ""), scheduler=recipe.get("scheduler", ""),
+            model=recipe.get("model") or "", scheduler=recipe.get("scheduler", ""), loras=recipe.get("loras") or (),
         )
     except (KeyError, TypeError, ValueError):  # a recipe the engine will refuse anyway: let it fail alone
         return None
@@ -56,11 +62,14 @@ def recipe_key(kind: str, recipe: Mapping) -> Hashable | None:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A queued job as the planner sees it: its id, its member and its batch key (None: runs alone)."""
+    """A queued job as the planner sees it: its id, its member and its batch key (None: runs alone); for
+    prefer_loaded, its model's name and how often it was passed over for a job whose model was loaded."""
 
     id: int
     member: int
     key: Hashable | None
+    model: str = ""
+    skipped: int = 0
 
 
 def plan(queue: Sequence[Candidate], max_batch: int, window: int = WINDOW) -> list[int]:
@@ -83,3 +92,25 @@ def plan(queue: Sequence[Candidate], max_batch: int, window: int = WINDOW) -> li
             chosen.append(job.id)
             members.add(job.member)
     return chosen
+
+
+def prefer_loaded(queue: Sequence[Candidate], loaded: Collection[str], window: int = WINDOW,
+                  max_skips: int = MAX_SKIPS) -> list[Candidate]:
+    """The queue (in fair order) with the job to run next at its front, the others in their order, for `plan`.
+
+    A model switch costs seconds, so when the head's model isn't loaded, the first job within the next `window`
+    whose model is (`loaded`: the backend's loaded models) goes first instead, unless that would pass over a job
+    already passed over `max_skips` times: then the head runs. So the fair queue decides the order, and no job
+    waits more than max_skips extra turns for the preference. With nothing loaded the queue is as it was.
+
+        prefer_loaded([Candidate(1, 10, k1, "xl"), Candidate(2, 20, k2, "sd15")], loaded=("sd15",))
+        # -> [Candidate 2, Candidate 1]: job 2's model is loaded; job 1 was passed over once
+    """
+    if not queue or queue[0].model in loaded:
+        return list(queue)
+    for index, job in enumerate(queue[1:1 + window], start=1):
+        if queue[index - 1].skipped >= max_skips:
+            break  # a job in front has waited long enough
+        if job.model in loaded:
+            return [job, *queue[:index], *queue[index + 1:]]
+    return list(queue)

@@ -83,8 +83,9 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
 
 
 class Engine:
-    """Runs image jobs, one pipeline call at a time, on the pipeline named by `settings.model`; a call is one job
-    or a batch of up to max_batch compatible jobs (submit_batch).
+    """Runs image jobs, one pipeline call at a time, on the configured models (`settings.model_sources()`; a job
+    names its model, "" the default; up to IMAGINE_MAX_LOADED_MODELS stay loaded); a call is one job or a batch of
+    up to max_batch compatible jobs (submit_batch).
 
     engine = Engine(EngineSettings.from_env(os.environ))
     await engine.start()
@@ -118,11 +119,13 @@ class Engine:
             self._worker = None
             raise
         self._device = self._runner.device
+        defaults = self.defaults
         log.info(
-            "engine ready: model %s on %s (%s), %s, defaults %d steps, guidance %g, %dpx, up to %d job(s) per call",
-            self._runner.defaults.model, self._runner.device, self._runner.dtype_name,
-            self._runner.defaults.scheduler, self._runner.defaults.steps, self._runner.defaults.guidance,
-            self._runner.defaults.size, self._runner.max_batch,
+            "engine ready: model %s (%s) on %s (%s), %s, defaults %d steps, guidance %g, %dpx, up to %d job(s) per "
+            "call; %d model(s), up to %d loaded; %d LoRA(s)", defaults.name, defaults.model, self._runner.device,
+            self._runner.dtype_name, defaults.scheduler, defaults.steps, defaults.guidance, defaults.size,
+            self._runner.max_batch, len(self._runner.models.defaults), self._runner.models.max_loaded,
+            len(self._runner.models.loras),
         )
         self._task = asyncio.create_task(self._serve(), name="imagine-engine")
 
@@ -152,10 +155,30 @@ class Engine:
 
     @property
     def defaults(self) -> ModelDefaults:
-        """Per-model defaults (steps, guidance, native size), with settings applied. Valid after start()."""
+        """The default model's defaults (steps, guidance, native size, name), with settings applied; every model's
+        are in `models`. Valid after start()."""
         if self._runner is None:
             raise RuntimeError("Engine.defaults is known after `await engine.start()`")
-        return self._runner.defaults
+        return self._runner.models.defaults[self._runner.models.default]
+
+    @property
+    def models(self) -> dict[str, ModelDefaults]:
+        """Every configured model's defaults by name, in configured order, the default model first; read from their
+        configs at start-up, without loading their weights. Valid after start()."""
+        if self._runner is None:
+            raise RuntimeError("Engine.models is known after `await engine.start()`")
+        return dict(self._runner.models.defaults)
+
+    @property
+    def loras(self) -> tuple[str, ...]:
+        """The LoRAs a job may name: file stems of IMAGINE_LORA_DIR's .safetensors files, sorted (read at start)."""
+        if self._runner is None:
+            raise RuntimeError("Engine.loras is known after `await engine.start()`")
+        return self._runner.models.loras
+
+    def loaded_models(self) -> tuple[str, ...]:
+        """The names of the models on the device now, most recently used first (the default one after start())."""
+        return () if self._runner is None else self._runner.models.loaded
 
     @property
     def dtype(self) -> str:
@@ -171,8 +194,8 @@ class Engine:
 
     @property
     def max_batch(self) -> int:
-        """Most jobs one pipeline call takes (IMAGINE_MAX_BATCH, or the device's and model's default); 1 = no
-        batching. Valid after start()."""
+        """Most jobs one pipeline call takes (IMAGINE_MAX_BATCH, or the device's and models' default: the smallest of
+        the configured models', so that any batch fits any model); 1 = no batching. Valid after start()."""
         if self._runner is None:
             raise RuntimeError("Engine.max_batch is known after `await engine.start()`")
         return self._runner.max_batch
@@ -316,7 +339,7 @@ class Engine:
             del self._jobs[job.job_id]
         _settle(job.future, result, error)
 
-    def _progress_sender(self, job: _Job) -> Callable[[int, int, bytes | None], None] | None:
+    def _progress_sender(self, job: _Job) -> Callable[..., None] | None:
         """A function for the worker thread that delivers Progress to job.on_progress on the event loop."""
         if job.on_progress is None:
             return None
@@ -330,7 +353,7 @@ class Engine:
             except Exception:
                 log.exception("on_progress callback for job %s raised", job.job_id)
 
-        def send(step: int, total: int, preview: bytes | None) -> None:
-            worker.post(deliver, Progress(job.job_id, step, total, preview))
+        def send(step: int, total: int, preview: bytes | None, loading: str | None = None) -> None:
+            worker.post(deliver, Progress(job.job_id, step, total, preview, loading))
 
         return send

@@ -10,6 +10,8 @@ MAX_ZOOM = 2.0  # Zoom Out goes from just over 1x to 2x
 # The aspect ratios the bot offers; the engine warms these up when IMAGINE_COMPILE is on.
 ASPECT_CHOICES = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "9:21", "21:9")
 MAX_SEED = 2**63 - 1  # fits a signed SQLite INTEGER
+MAX_LORAS = 3  # LoRAs one job may use
+LORA_WEIGHT_RANGE = (-2.0, 2.0)  # a LoRA's weight, inclusive: 1 is the LoRA as trained, 0 turns it off
 
 
 class JobFailed(Exception):
@@ -35,8 +37,9 @@ class ModelDefaults:
     steps: int
     guidance: float
     size: int  # native side in px, e.g. 512 for SD 1.5, 768 SD 2.x, 1024 SDXL, 512 sd-turbo
-    model: str  # display name (hub id or folder name)
+    model: str  # display source (hub id or folder name)
     scheduler: str  # scheduler class name
+    name: str = ""  # the configured name (IMAGINE_MODELS), what Request.model, recipes and the bot use
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Request:
     image_weight: float | None = None  # an image prompt's --iw (it gave `strength`); recorded in the PNGs
     zoom: float | None = None  # kind zoom: how far to zoom out, 1 < zoom <= 2; recorded in the PNGs
     pan: str | None = None  # kind pan: one of PAN_DIRECTIONS; recorded in the PNGs
+    model: str = ""  # a configured model name (Engine.models); "" = the default model
+    loras: tuple[tuple[str, float], ...] = ()  # (name, weight): LoRA file stems in IMAGINE_LORA_DIR (Engine.loras)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -105,14 +110,30 @@ class Request:
                 raise ValueError(f"pan must be one of {', '.join(PAN_DIRECTIONS)}, got {self.pan!r}")
         elif self.pan is not None:
             raise ValueError(f"only a pan job takes pan, not {self.kind}")
+        # From a stored recipe the LoRAs come as JSON lists: keep them as (name, weight) tuples, hashable.
+        object.__setattr__(self, "loras", tuple(tuple(lora) for lora in self.loras))
+        if any(len(lora) != 2 for lora in self.loras):
+            raise ValueError(f"loras must be (name, weight) pairs, got {self.loras!r}")
+        if len(self.loras) > MAX_LORAS:
+            raise ValueError(f"a job takes at most {MAX_LORAS} LoRAs, got {len(self.loras)}")
+        low, high = LORA_WEIGHT_RANGE
+        for name, weight in self.loras:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"a LoRA is named by its file stem, got {name!r}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not low <= weight <= high:
+                raise ValueError(f"LoRA {name}'s weight must be from {low:g} to {high:g}, got {weight!r}")
+        names = [name for name, _ in self.loras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a LoRA is named twice: {', '.join(names)}")
 
 
 @dataclass(frozen=True)
 class Progress:
     job_id: object
-    step: int  # steps done, 1..total
+    step: int  # steps done, 1..total (0, with total 0, while its model loads: see `loading`)
     total: int  # denoising steps this job runs (for img2img: steps * strength)
     preview: bytes | None  # small JPEG (<= 256 px side) every preview_every steps, else None
+    loading: str | None = None  # a model's name: it is being loaded for this job (sent once, with step 0, total 0)
 
 
 @dataclass(frozen=True)
@@ -125,7 +146,7 @@ class Result:
     height: int
     prompt_truncated: bool  # the prompt was longer than the text encoder window and got cut
     elapsed: float  # seconds of generation
-    model: str
+    model: str  # the configured name of the model that made it (ModelDefaults.name)
     scheduler: str
 
 

@@ -1,33 +1,29 @@
-"""The GPU side proper: load a diffusers pipeline once, and dispatch imagine / variation / upscale / outpaint to it.
+"""The GPU side proper: hold the loaded models (engine/models.py), dispatch imagine / variation / upscale / outpaint
+to them.
 
 Only the engine's worker thread imports this module and calls into a Runner, so no locks are needed here.
 Each operation is a module of its own in engine/ops/, reading top to bottom with numbered steps, like diffusers'
-`StableDiffusionPipeline.__call__`; the Runner loads the pipelines, dispatches, and turns failures into JobFailed.
+`StableDiffusionPipeline.__call__`; the Runner makes each call's model current (loading it if need be), dispatches,
+and turns failures into JobFailed.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import os
 import threading
 import time
 from dataclasses import replace
 from typing import Callable
 
 import torch
-from diffusers import (
-    AutoPipelineForImage2Image,
-    AutoPipelineForInpainting,
-    AutoPipelineForText2Image,
-    DiffusionPipeline,
-)
+from diffusers import AutoPipelineForInpainting, DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
-from engine import fastpath, preview
+from engine import fastpath
 from engine.batching import ALONE_SCHEDULERS, batch_key
 from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Request, Result
+from engine.models import LoadedModel, Models, free_memory
 from engine.ops.common import Cancelled, Report, output_size
 from engine.ops.imagine import imagine
 from engine.ops.outpaint import outpaint
@@ -77,71 +73,45 @@ def resolve_dtype(setting: str, device: str) -> torch.dtype:
     return _DTYPES[setting]
 
 
-def resolve_max_batch(setting: int | None, device: str, pipe: DiffusionPipeline, defaults: ModelDefaults) -> int:
-    """Jobs per pipeline call: IMAGINE_MAX_BATCH, else 4 on CUDA at SD 1.5-class sizes, 2 at SDXL-class, else 1.
-    Pipelines we cannot encode per job, and schedulers drawing one noise tensor for a whole batch, run jobs alone."""
-    if type(pipe).__name__ not in _BATCHABLE or defaults.scheduler in ALONE_SCHEDULERS:
+def resolve_max_batch(setting: int | None, device: str, pipeline_class: str, defaults: ModelDefaults) -> int:
+    """Jobs per pipeline call for one model: IMAGINE_MAX_BATCH, else 4 on CUDA at SD 1.5-class sizes, 2 at
+    SDXL-class, else 1. Pipelines we cannot encode per job, and schedulers drawing one noise tensor for a whole
+    batch, run jobs alone."""
+    if pipeline_class not in _BATCHABLE or defaults.scheduler in ALONE_SCHEDULERS:
         if setting not in (None, 1):
-            log.warning("IMAGINE_MAX_BATCH=%d is ignored: %s with %s runs each job alone", setting,
-                        type(pipe).__name__, defaults.scheduler)
+            log.warning("IMAGINE_MAX_BATCH=%d is ignored for %s: %s with %s runs each job alone", setting,
+                        defaults.name, pipeline_class, defaults.scheduler)
         return 1
     if setting is not None:
         return setting
     if device != "cuda":
         return _OTHER_MAX_BATCH
-    return _CUDA_MAX_BATCH_XL if "XL" in type(pipe).__name__ or defaults.size >= 1024 else _CUDA_MAX_BATCH
-
-
-def model_defaults(pipe: DiffusionPipeline, model: str, settings: EngineSettings) -> ModelDefaults:
-    """Sensible steps, guidance and native size for this model; settings override each of them."""
-    name = model.rstrip("/\\")
-    display = name if not os.path.isdir(name) else os.path.basename(os.path.abspath(name))
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    sample_size = getattr(getattr(denoiser, "config", None), "sample_size", None)
-    if isinstance(sample_size, (tuple, list)):
-        sample_size = sample_size[0]
-    native = int(sample_size * pipe.vae_scale_factor) if sample_size else 512
-    if "turbo" in name.lower():  # sd-turbo, sdxl-turbo: adversarially distilled, no guidance
-        steps, guidance, native = 4, 0.0, 512
-    elif "XL" in type(pipe).__name__:  # SDXL: 1024 from its config
-        steps, guidance = 30, 6.0
-    else:  # SD 1.x (512), SD 2.x (768 or 512 from the config), unknown models (config)
-        steps, guidance = 25, 7.0
-    return ModelDefaults(
-        steps=settings.steps or steps,
-        guidance=settings.guidance if settings.guidance is not None else guidance,
-        size=settings.size or native,
-        model=display,
-        scheduler=type(pipe.scheduler).__name__,
-    )
+    return _CUDA_MAX_BATCH_XL if "XL" in pipeline_class or defaults.size >= 1024 else _CUDA_MAX_BATCH
 
 
 # -- the runner ---------------------------------------------------------------------------------------------------
 
 
 class Runner:
-    """Owns the text-to-image pipeline, the image-to-image and inpainting pipelines sharing its weights (or a
-    dedicated inpainting model), the optional upscaler, and the safety checker."""
+    """Owns the loaded models (engine/models.py) and the optional upscaler, and dispatches each call to its
+    operation (engine/ops/) on the model the call names. `t2i`, `i2i`, `checker`, `defaults`... are the current
+    model's: the one the call in progress runs on."""
 
-    def __init__(self, settings: EngineSettings, device: str, dtype: torch.dtype, t2i: DiffusionPipeline,
-                 i2i: DiffusionPipeline, checker, feature_extractor, upscaler: DiffusionPipeline | None, *,
-                 fast: fastpath.FastPath | None = None, previewer: Callable[[torch.Tensor], bytes] | None = None,
-                 inpaint: DiffusionPipeline) -> None:
+    def __init__(self, settings: EngineSettings, device: str, dtype: torch.dtype, models: Models,
+                 upscaler: DiffusionPipeline | None, *, inpaint: DiffusionPipeline | None = None) -> None:
         self.settings = settings
         self.device = device
         self.dtype = dtype
         self.dtype_name = str(dtype).removeprefix("torch.")
-        self.t2i = t2i
-        self.i2i = i2i
-        self.checker = checker
-        self.feature_extractor = feature_extractor
+        self.models = models
         self.upscaler = upscaler
-        self.inpaint = inpaint
-        self.defaults = model_defaults(t2i, settings.model, settings)
-        self.fastpath = fast
-        self.previewer = previewer or preview.LinearPreview.for_pipeline(t2i)
+        self.dedicated_inpaint = inpaint  # IMAGINE_INPAINT_MODEL, or None: each model's own sibling
+        self.current: LoadedModel | None = None
         self._offloaded_pipe: DiffusionPipeline | None = None
-        self.max_batch = resolve_max_batch(settings.max_batch, device, t2i, self.defaults)
+        # One number for every model, so that any batch the store plans fits whichever model it names.
+        self.max_batch = min(resolve_max_batch(settings.max_batch, device, models.pipeline_classes[name], defaults)
+                             for name, defaults in models.defaults.items())
+        models.max_batch = self.max_batch
 
     @classmethod
     def load(cls, settings: EngineSettings) -> "Runner":
@@ -150,84 +120,121 @@ class Runner:
         dtype = resolve_dtype(settings.dtype, device)
         if dtype == torch.float16 and device == "cpu":
             raise RuntimeError("IMAGINE_DTYPE float16 does not run on cpu; use float32 or bfloat16")
+        if settings.cpu_offload and device == "cpu":
+            log.warning("IMAGINE_CPU_OFFLOAD is ignored on cpu")
 
-        # 2. The text-to-image pipeline, from a hub id or a local folder (loading bars only where the tqdm bar is on).
+        # 2. Every configured model's defaults from its configs (no weights yet); loading bars only where the tqdm
+        #    bar is on.
         if not settings.progress_bar:
             diffusers_logging.disable_progress_bar()
             transformers_logging.disable_progress_bar()
-        started = time.perf_counter()
-        try:
-            t2i = AutoPipelineForText2Image.from_pretrained(settings.model, dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as e:
-            raise RuntimeError(
-                f"could not load IMAGINE_MODEL={settings.model!r}: it must be a Hugging Face hub id or a local folder "
-                f"with a diffusers model_index.json ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-            ) from e
+        models = Models(settings, device, dtype)
 
-        # 3. Detach the safety checker: we run it ourselves afterwards, so users get flags, not black squares.
-        checker = getattr(t2i, "safety_checker", None)
-        feature_extractor = getattr(t2i, "feature_extractor", None)
-        if checker is not None:
-            t2i.register_modules(safety_checker=None)
-            if "requires_safety_checker" in t2i.config:
-                t2i.register_to_config(requires_safety_checker=False)
-        if not settings.safety_checker or feature_extractor is None:
-            checker = None
-        if checker is not None:  # its "black image will be returned" warning is not true of our use
-            logging.getLogger(type(checker).__module__).setLevel(logging.ERROR)
-
-        # 4. The image-to-image pipeline on the same weights (nothing is loaded twice).
-        i2i = AutoPipelineForImage2Image.from_pipe(t2i)
-
-        # 5. Placement: whole pipeline on the device, or model CPU offload (each model visits the GPU in turn).
-        offload = settings.cpu_offload and device != "cpu"
-        if settings.cpu_offload and not offload:
-            log.warning("IMAGINE_CPU_OFFLOAD is ignored on cpu")
-        if not offload:
-            t2i.to(device)
-        if checker is not None:
-            checker.to("cpu" if offload else device, dtype=torch.float32 if offload else dtype)
-        if settings.vae_tiling:
-            t2i.vae.enable_tiling()
-        for pipe in (t2i, i2i):
-            pipe.set_progress_bar_config(disable=not settings.progress_bar)
-
-        # 6. The opt-in fast path (engine/fastpath.py: a replacement VAE, channels_last, compiled UNet and VAE
-        #    decoder) and the previewer (engine/preview.py: the linear latent map, or IMAGINE_PREVIEW_MODEL).
-        fast = fastpath.prepare(settings, t2i, i2i, device, dtype)
-        previewer = preview.load(settings, t2i, device, dtype)
-
-        # 7. Optional dedicated upscaler (e.g. stabilityai/sd-x2-latent-upscaler).
+        # 3. Optional dedicated upscaler (e.g. stabilityai/sd-x2-latent-upscaler), shared by every model.
         upscaler = None
         if settings.upscaler_model:
             upscaler = DiffusionPipeline.from_pretrained(settings.upscaler_model, dtype=dtype)
-            if offload:
+            if settings.cpu_offload and device != "cpu":
                 upscaler.enable_model_cpu_offload(device=device)
             else:
                 upscaler.to(device)
             upscaler.set_progress_bar_config(disable=not settings.progress_bar)
 
-        # 8. The inpainting pipeline of zoom and pan: on the same weights, made after the fast path so it shares its
-        #    VAE and compiled modules (nothing is loaded twice), or a dedicated inpainting model, loaded once here.
+        # 4. Optional dedicated inpainting model for zoom and pan (IMAGINE_INPAINT_MODEL), shared by every model;
+        #    without it each model outpaints with its own inpainting sibling (engine/models.py).
+        inpaint = None
         if settings.inpaint_model:
-            inpaint = _load_inpaint_model(settings.inpaint_model, dtype, device, offload)
-        else:
-            inpaint = AutoPipelineForInpainting.from_pipe(t2i)
-        inpaint.set_progress_bar_config(disable=not settings.progress_bar)
+            inpaint = _load_inpaint_model(settings.inpaint_model, dtype, device,
+                                          settings.cpu_offload and device != "cpu")
+            inpaint.set_progress_bar_config(disable=not settings.progress_bar)
 
-        runner = cls(settings, device, dtype, t2i, i2i, checker, feature_extractor, upscaler, fast=fast,
-                     previewer=previewer, inpaint=inpaint)
-        log.info("loaded %s in %.1fs", settings.model, time.perf_counter() - started)
-
-        # 9. With IMAGINE_COMPILE, compile every shape of the menu now, so that no member waits for a compile.
-        fast.warm_up(t2i, native=runner.defaults.size, guidance=runner.defaults.guidance, max_batch=runner.max_batch)
-        log.info("fast path: %s, previews: %s", fast.describe(), previewer.name)
+        # 5. The default model on the device (engine/models.py: pipelines, siblings, checker, fast path, previewer;
+        #    with IMAGINE_COMPILE its menu is compiled now); the others load when a job names them.
+        runner = cls(settings, device, dtype, models, upscaler, inpaint=inpaint)
+        runner.current = models.get(models.default)
         return runner
 
     def close(self) -> None:
-        """Drop the pipelines and give their memory back."""
-        self.t2i = self.i2i = self.inpaint = self.upscaler = self.checker = None
-        _free_memory(self.device)
+        """Drop the models, the upscaler and the inpainting model and give their memory back."""
+        self.current = self._offloaded_pipe = self.upscaler = self.dedicated_inpaint = None
+        self.models.close()
+        free_memory(self.device)
+
+    # -- the current model, for the operations ----------------------------------------------------------------
+
+    @property
+    def t2i(self) -> DiffusionPipeline:
+        return self.current.t2i
+
+    @property
+    def i2i(self) -> DiffusionPipeline:
+        return self.current.i2i
+
+    @property
+    def inpaint(self) -> DiffusionPipeline:
+        """Zoom and pan's pipeline: IMAGINE_INPAINT_MODEL's, else the current model's inpainting sibling."""
+        return self.dedicated_inpaint or self.current.inpaint
+
+    @property
+    def checker(self):
+        return self.current.checker
+
+    @property
+    def feature_extractor(self):
+        return self.current.feature_extractor
+
+    @property
+    def previewer(self) -> Callable[[torch.Tensor], bytes]:
+        return self.current.previewer
+
+    @property
+    def fastpath(self) -> fastpath.FastPath:
+        return self.current.fast
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        """The current model's defaults (the default model's until a job names another)."""
+        return self.current.defaults if self.current is not None else self.models.defaults[self.models.default]
+
+    def recipe_fields(self, request: Request) -> tuple[str, dict]:
+        """What the PNG recipe says of the model and LoRAs, A1111-style: the prompt with a <lora:name:weight> per
+        LoRA, and "Model hash" and "Lora hashes" fields (first 10 hex of each file's sha256, engine/models.py)."""
+        prompt = " ".join([request.prompt] + [f"<lora:{name}:{weight:g}>" for name, weight in request.loras])
+        fields = {}
+        if self.current.hash:
+            fields["Model hash"] = self.current.hash
+        if request.loras:
+            hashes = ", ".join(f"{name}: {self.current.adapters[name]}" for name, _ in request.loras)
+            fields["Lora hashes"] = f'"{hashes}"'
+        return prompt, fields
+
+    def prepare(self, request: Request, reports: list[Report | None]) -> None:
+        """Make the call's model current, loading it first if it isn't on the device (each job is told, with
+        step 0 and loading=<name>), and activate exactly the call's LoRAs. JobFailed when either can't be had."""
+        name = self.models.name_of(request.model)
+        if self.current is None or self.current.name != name:
+            self.current = self._offloaded_pipe = None  # nothing here may keep an evicted model alive
+
+            def tell(loading: str) -> None:
+                for report in reports:
+                    if report is not None:
+                        report(0, 0, None, loading=loading)
+
+            failed = False
+            try:
+                self.current = self.models.get(name, tell)
+            except (RuntimeError, OSError, ValueError):  # incl. torch.OutOfMemoryError
+                log.exception("could not load model %s", name)
+                failed = True
+            if failed:  # here, once the traceback (and the half-loaded weights it holds) is gone
+                free_memory(self.device)
+                raise JobFailed(f"The model {name} could not be loaded here; an admin can check the bot's log "
+                                "(the model's files, or the memory it needs).")
+        unknown = [lora for lora, _ in request.loras if lora not in self.models.loras]
+        if unknown:
+            raise JobFailed(f"There is no LoRA called {unknown[0]} here; the LoRAs are "
+                            f"{', '.join(self.models.loras[:25]) or 'none'}.")
+        self.current.use_loras(request.loras, self.settings.lora_dir)
 
     # -- one job, or a batch of compatible jobs ---------------------------------------------------------------
 
@@ -238,6 +245,7 @@ class Runner:
         started = time.perf_counter()
         out_of_memory = False
         try:
+            self.prepare(request, [report])
             if request.kind in ("imagine", "reroll"):
                 (result,) = imagine(self, [request], [cancel], [report])
             elif request.kind == "variation":
@@ -257,7 +265,7 @@ class Runner:
             first_line = (str(e).splitlines() or [""])[0][:200]
             raise JobFailed(f"Something went wrong while making the image: {type(e).__name__}: {first_line}") from None
         if out_of_memory:
-            _free_memory(self.device)
+            free_memory(self.device)
             raise JobFailed(_oom_message(request, output_size(request)))
         return _replace_elapsed(result, time.perf_counter() - started)
 
@@ -268,6 +276,7 @@ class Runner:
         keys = {self.batch_key(request) for request in requests}
         if len(keys) != 1 or None in keys:
             raise ValueError(f"jobs share a call only with one batch key, got {len(keys)} keys: {keys}")
+        self.prepare(requests[0], reports)  # one key: one model and one LoRA set; JobFailed fails each job alone
         started = time.perf_counter()
         failure = None
         try:
@@ -280,7 +289,7 @@ class Runner:
         except Exception as e:  # incl. torch.OutOfMemoryError; the traceback (and its tensors) is dropped here
             failure = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
         if failure is not None:
-            _free_memory(self.device)
+            free_memory(self.device)
             raise BatchFailed(f"a batched call of {len(requests)} jobs failed ({failure})")
         elapsed = time.perf_counter() - started
         return [JobCancelled("the job was cancelled while it ran with others") if cancel.is_set()
@@ -288,9 +297,13 @@ class Runner:
 
     def batch_key(self, request: Request):
         """The key that says which requests may share a call on this pipeline (None: runs alone)."""
+        name = (request.model or self.models.default).lower()
+        defaults = self.models.defaults.get(name)
+        if defaults is None:  # an unknown model: the job runs alone, and fails alone
+            return None
         return batch_key(request.kind, width=request.width, height=request.height, steps=request.steps,
                          guidance=request.guidance, strength=request.strength, images=len(request.seeds),
-                         model=self.defaults.model, scheduler=self.defaults.scheduler)
+                         model=name, scheduler=defaults.scheduler, loras=request.loras)
 
     # -- placement -------------------------------------------------------------------------------------------
 
@@ -322,15 +335,6 @@ def _load_inpaint_model(name: str, dtype: torch.dtype, device: str, offload: boo
     else:
         inpaint.to(device)
     return inpaint
-
-
-
-def _free_memory(device: str) -> None:
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    elif device == "mps":
-        torch.mps.empty_cache()
 
 
 def _oom_message(request: Request, size: tuple[int, int]) -> str:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from engine.jobs import ModelDefaults, Request, Result
 
-# Raise with any change below; bot and replicas must run the same code. 2: Request gained zoom and pan (their kinds).
-VERSION = 2
+# Raise with any change below; bot and replicas must run the same code. 2: zoom and pan; 3: several models, LoRAs.
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,14 @@ class Call:
 class About:
     """A replica's answer to describe(): what the bot offers members, and how many jobs a call may take."""
 
-    defaults: ModelDefaults
+    defaults: ModelDefaults  # the default model's
     device: str
     dtype: str
     max_batch: int
     fast_path: str | None = None  # what the opt-in fast-path settings did (Engine.fast_path)
+    models: tuple[ModelDefaults, ...] = ()  # every configured model, the default first (Engine.models)
+    loras: tuple[str, ...] = ()  # the LoRA names of IMAGINE_LORA_DIR (Engine.loras)
+    loaded: tuple[str, ...] = ()  # the models on this replica's device, most recently used first
     version: int = VERSION
 
 
@@ -47,12 +50,14 @@ class Step:
     step: int
     total: int
     preview: bytes | None
+    loading: str | None = None  # Progress.loading: the job waits for this model to load
 
 
 @dataclass(frozen=True)
 class Done:
     job_id: int
     result: Result  # the job's PNG bytes (and grid), with their recipes
+    loaded: tuple[str, ...] = ()  # the models on the replica's device after this call, most recently used first
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The Ray Serve side of IMAGINE_BACKEND=ray: one deployment whose replicas each own an Engine (one per GPU).
 
-A replica's constructor loads the pipeline from the same EngineSettings the local engine uses; `run` makes one call
+A replica's constructor loads the default model from the same EngineSettings the local engine uses (the other
+configured models load on demand, as in the local engine); `run` makes one call
 (a job or a batch, exactly what the local engine runs) and streams its progress and outcomes back
 (engine/protocol.py). Serve holds no backlog: each replica takes one call at a time (max_ongoing_requests=1) and the
 bot never sends more calls than replicas are running; the queue stays in the bot's SQLite store.
@@ -39,7 +40,8 @@ class ImagineReplica:
 
     def describe(self) -> About:
         engine = self.engine
-        return About(engine.defaults, engine.device, engine.dtype, engine.max_batch, engine.fast_path)
+        return About(engine.defaults, engine.device, engine.dtype, engine.max_batch, engine.fast_path,
+                     models=tuple(engine.models.values()), loras=engine.loras, loaded=engine.loaded_models())
 
     async def run(self, call: Call) -> AsyncIterator[Started | Step | Done | Failed]:
         if call.version != VERSION:
@@ -48,10 +50,11 @@ class ImagineReplica:
         # 1. Queue the call in the engine; its progress and outcomes come back through one asyncio queue.
         events: asyncio.Queue[Step | Done | Failed] = asyncio.Queue()
         outcomes = self.engine.submit_batch([
-            (job_id, request, lambda p, job_id=job_id: events.put_nowait(Step(job_id, p.step, p.total, p.preview)))
+            (job_id, request,
+             lambda p, job_id=job_id: events.put_nowait(Step(job_id, p.step, p.total, p.preview, p.loading)))
             for job_id, request in call.jobs
         ])
-        waiters = [asyncio.ensure_future(_settle(job_id, outcome, events))
+        waiters = [asyncio.ensure_future(_settle(job_id, outcome, events, self.engine))
                    for (job_id, _), outcome in zip(call.jobs, outcomes)]
         # 2. Stream everything back until each job has its outcome.
         try:
@@ -70,7 +73,7 @@ class ImagineReplica:
         await self.engine.stop()
 
 
-async def _settle(job_id: int, outcome, events: asyncio.Queue) -> None:
+async def _settle(job_id: int, outcome, events: asyncio.Queue, engine: Engine) -> None:
     try:
         result = await outcome
     except JobCancelled as e:
@@ -80,7 +83,7 @@ async def _settle(job_id: int, outcome, events: asyncio.Queue) -> None:
     except Exception as e:  # the engine turns errors into JobFailed; this is the last guard
         events.put_nowait(Failed(job_id, f"Something went wrong while making the image ({type(e).__name__})."))
     else:
-        events.put_nowait(Done(job_id, result))
+        events.put_nowait(Done(job_id, result, loaded=engine.loaded_models()))
 
 
 def application(settings: EngineSettings, *, replicas: int, gpus: float, torch_threads: int | None,

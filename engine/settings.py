@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Mapping
 
 from engine.jobs import ASPECT_CHOICES, size_for_aspect
@@ -11,11 +14,19 @@ DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# A model's name as members type it (--model NAME): lowercase letters, digits and . _ -, at most 32 characters.
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+LORA_SUFFIX = ".safetensors"
 
 
 @dataclass(frozen=True)
 class EngineSettings:
     model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # IMAGINE_MODEL: hub id or local folder
+    # IMAGINE_MODELS: "name=source,name=source" (hub ids or local folders); the first is the default. Unset: the one
+    # model of IMAGINE_MODEL, named after the last part of its source (model_name_for).
+    models: str | None = None
+    lora_dir: str | None = None  # IMAGINE_LORA_DIR: a folder of LoRA .safetensors files, each named by its file stem
+    max_loaded_models: int = 1  # IMAGINE_MAX_LOADED_MODELS: models kept on the device; the least recently used goes
     device: str = "auto"  # IMAGINE_DEVICE: auto|cuda|mps|cpu (auto = cuda, then mps, then cpu)
     dtype: str = "auto"  # IMAGINE_DTYPE: auto|float16|bfloat16|float32 (auto = fp16 on cuda, else fp32)
     cpu_offload: bool = False  # IMAGINE_CPU_OFFLOAD: model CPU offload (saves GPU memory, a little slower)
@@ -55,7 +66,47 @@ class EngineSettings:
         if self.compile and self.cpu_offload:
             raise ValueError("compile cannot be used with CPU offload: offload moves the weights between devices on "
                              "every call, which compiled code cannot follow; turn one of them off")
+        if self.max_loaded_models < 1:
+            raise ValueError(f"max_loaded_models must be at least 1, got {self.max_loaded_models}")
         self.warm_up_aspects()  # a bad list fails here, at start-up
+        self.model_sources()  # and a bad model list here
+
+    def model_sources(self) -> tuple[tuple[str, str], ...]:
+        """The configured models as (name, source) pairs, the default first: IMAGINE_MODELS, else IMAGINE_MODEL.
+
+        >>> EngineSettings(models="sd15=stable-diffusion-v1-5/stable-diffusion-v1-5, Turbo=stabilityai/sd-turbo"
+        ...                ).model_sources()
+        (('sd15', 'stable-diffusion-v1-5/stable-diffusion-v1-5'), ('turbo', 'stabilityai/sd-turbo'))
+        """
+        if not self.models or not self.models.strip():
+            return ((model_name_for(self.model), self.model),)
+        pairs: list[tuple[str, str]] = []
+        for part in self.models.split(","):
+            name, equals, source = (piece.strip() for piece in part.partition("="))
+            if not equals:
+                raise ValueError(f"models must be name=source pairs separated by commas, e.g. "
+                                 f"sd15=stable-diffusion-v1-5/stable-diffusion-v1-5,turbo=stabilityai/sd-turbo; "
+                                 f"got {part.strip()!r}")
+            name = name.lower()
+            if not MODEL_NAME.fullmatch(name):
+                raise ValueError(f"models: {name!r} is not a usable name: a name is 1 to 32 lowercase letters, digits, "
+                                 f"'.', '_' or '-', starting with a letter or digit")
+            if not source:
+                raise ValueError(f"models: {name} has no source (a hub id or a local folder after '{name}=')")
+            if any(name == seen for seen, _ in pairs):
+                raise ValueError(f"models: the name {name} is given twice")
+            pairs.append((name, source))
+        return tuple(pairs)
+
+    def lora_names(self) -> tuple[str, ...]:
+        """The LoRAs members may use: the file stems of IMAGINE_LORA_DIR's .safetensors files, sorted."""
+        if not self.lora_dir:
+            return ()
+        folder = Path(self.lora_dir)
+        if not folder.is_dir():
+            raise ValueError(f"lora_dir must be a folder of LoRA .safetensors files, got {self.lora_dir!r}")
+        return tuple(sorted(path.name[:-len(LORA_SUFFIX)] for path in folder.iterdir()
+                            if path.name.endswith(LORA_SUFFIX) and path.is_file()))
 
     def warm_up_aspects(self) -> tuple[str, ...]:
         """The aspect ratios the compile warm-up covers: compile_aspects, or every aspect the bot offers."""
@@ -106,3 +157,11 @@ class EngineSettings:
             message = str(e)
             name = message.split(" ", 1)[0]
             raise ValueError(f"IMAGINE_{name.upper()} {message.split(' ', 1)[1]}") from None
+
+
+def model_name_for(source: str) -> str:
+    """The name of a model given only by its source: the last part of the hub id or folder, lowercased, with other
+    characters as '-' and cut to 32 ("stabilityai/sd-turbo" -> "sd-turbo", "/models/My Model" -> "my-model")."""
+    last = os.path.basename(source.rstrip("/\\")) or source
+    name = re.sub(r"[^a-z0-9_.-]+", "-", last.lower()).lstrip("_.-")[:32].rstrip("_.-")
+    return name or "default"

@@ -5,13 +5,14 @@ through `AutoPipelineForText2Image.from_pretrained(folder)` exactly like a real 
 pictures, not foxes, but it runs the same code paths (text encoder, UNet, scheduler, VAE with vae_scale_factor 8,
 optional safety checker) in a few seconds on a laptop CPU.
 
-    python -m engine.tiny OUT_DIR [--safety-checker] [--flag-everything] [--inpaint]
+    python -m engine.tiny OUT_DIR [--safety-checker] [--flag-everything] [--inpaint] [--seed N]
 
 `--inpaint` (inpaint=True) writes a StableDiffusionInpaintPipeline instead, whose UNet takes 9 channels (latents,
 mask, masked image) like stable-diffusion-inpainting, for IMAGINE_INPAINT_MODEL.
 
-`write_tiny_preview_model` writes a tiny TAESD-shaped AutoencoderTiny for IMAGINE_PREVIEW_MODEL, and
-`write_tiny_vae` a second tiny AutoencoderKL for IMAGINE_VAE_MODEL.
+`write_tiny_preview_model` writes a tiny TAESD-shaped AutoencoderTiny for IMAGINE_PREVIEW_MODEL, `write_tiny_vae`
+a second tiny AutoencoderKL for IMAGINE_VAE_MODEL, and `write_tiny_lora` a LoRA .safetensors for IMAGINE_LORA_DIR.
+`write_tiny_pipeline(path, seed=1)` is a second model with other weights (IMAGINE_MODELS).
 """
 
 from __future__ import annotations
@@ -72,32 +73,22 @@ def _write_tokenizer_files(folder: Path) -> None:
 
 
 def write_tiny_pipeline(path: str | Path, *, safety_checker: bool = False, flag_everything: bool = False,
-                        inpaint: bool = False) -> Path:
+                        inpaint: bool = False, seed: int = SEED) -> Path:
     """Write a tiny StableDiffusionPipeline to `path` and return the folder.
 
     safety_checker=True adds a tiny StableDiffusionSafetyChecker and CLIPImageProcessor, like SD 1.5 ships;
     flag_everything=True sets the checker's thresholds so that every image is flagged (to test blurring).
     inpaint=True writes a StableDiffusionInpaintPipeline with a 9-channel UNet (4 latent + 1 mask + 4 masked image).
+    Another `seed` gives another model: the same shapes with other random weights (for several models).
     """
     if flag_everything and not safety_checker:
         raise ValueError("flag_everything=True needs safety_checker=True")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
 
     # 1. Denoiser: two resolution levels, 32 and 64 channels; an inpainting UNet also sees the mask and masked image.
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=UNET_SAMPLE_SIZE,
-        in_channels=9 if inpaint else 4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
+    unet = _tiny_unet(in_channels=9 if inpaint else 4)
 
     # 2. VAE with four blocks, so vae_scale_factor = 2 ** (4 - 1) = 8 as in real SD; its sample_size is also the
     #    tile size when VAE tiling is on.
@@ -170,6 +161,47 @@ def write_tiny_pipeline(path: str | Path, *, safety_checker: bool = False, flag_
     return path
 
 
+def _tiny_unet(block_out_channels: tuple[int, int] = (32, 64), in_channels: int = 4) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        block_out_channels=block_out_channels,
+        layers_per_block=1,
+        sample_size=UNET_SAMPLE_SIZE,
+        in_channels=in_channels,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def write_tiny_lora(path: str | Path, *, seed: int = 1, rank: int = 4, mismatched: bool = False) -> Path:
+    """Write a LoRA for the tiny UNet as a .safetensors file (diffusers' format, as Kohya-trained LoRAs load), and
+    return the file: `path` itself, its file stem the LoRA's name (e.g. "ink.safetensors" for IMAGINE_LORA_DIR).
+
+    It is made with peft as training would (LoRA layers on the attention projections, here with random weights,
+    so it visibly changes the pictures) and saved with StableDiffusionPipeline.save_lora_weights. mismatched=True
+    writes one for a wider UNet of the same layout: the same layer names with other shapes, as a LoRA made for
+    another model looks, which must fail to load.
+    """
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"a LoRA file's name ends in .safetensors, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    unet = _tiny_unet((64, 128) if mismatched else (32, 64))
+    # init_lora_weights=False: random A and B (trained LoRAs are not zero, a fresh one would be).
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    StableDiffusionPipeline.save_lora_weights(path.parent, unet_lora_layers=get_peft_model_state_dict(unet),
+                                              weight_name=path.name)
+    return path
+
+
 def _tiny_vae() -> AutoencoderKL:
     return AutoencoderKL(
         block_out_channels=(8, 16, 16, 16),
@@ -221,9 +253,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--safety-checker", action="store_true", help="include a tiny safety checker")
     parser.add_argument("--flag-everything", action="store_true", help="the checker flags every image")
     parser.add_argument("--inpaint", action="store_true", help="an inpainting pipeline (9-channel UNet)")
+    parser.add_argument("--seed", type=int, default=SEED, help="another seed writes a model with other weights")
     args = parser.parse_args(argv)
     folder = write_tiny_pipeline(args.out_dir, safety_checker=args.safety_checker or args.flag_everything,
-                                 flag_everything=args.flag_everything, inpaint=args.inpaint)
+                                 flag_everything=args.flag_everything, inpaint=args.inpaint, seed=args.seed)
     print(folder)
 
 

@@ -30,6 +30,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline with other random weights: a second model (IMAGINE_MODELS)."""
+    return write_tiny_pipeline(tmp_path_factory.mktemp("tiny-model-two"), seed=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_nsfw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny pipeline with a safety checker that flags every image."""
     return write_tiny_pipeline(tmp_path_factory.mktemp("tiny-model-nsfw"), safety_checker=True, flag_everything=True)

@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot import image_prompt
 from bot.admission import submit
 from bot.backend import offered
+from bot.options import offer_models
 from bot.parsing import ASPECT_CHOICES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, BadInput, parse_imagine
 from bot.replies import tell
 
@@ -25,16 +26,18 @@ log = logging.getLogger(__name__)
 class Imagine(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
+        offer_models(self.imagine, "model", list(bot.engine.models))  # shown only when there are several
 
     @app_commands.command(description="Make four images from a prompt")
     @app_commands.describe(
-        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text --steps 30 --guidance 6",
+        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text --steps 30 --model x --lora name:0.8",
         negative="What to keep out of the picture (same as --no)",
         aspect="Aspect ratio (same as --ar); any W:H up to 3:1 works as a flag",
         seed="Seed of the first image; the others use the next three",
         steps="Denoising steps: more is slower and often finer",
         guidance="How closely to follow the prompt (0 for turbo models)",
         image="Start from this picture (PNG, JPEG or WebP, up to 10 MB); --iw 0-3 says how closely to keep it",
+        model="Which model draws it (same as --model); /models lists them",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES])
     @app_commands.guild_only()
@@ -48,10 +51,14 @@ class Imagine(commands.Cog):
         steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
         guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] | None = None,
         image: discord.Attachment | None = None,
+        model: str | None = None,
     ) -> None:
-        # One read before the answer: a refusal of what the member typed (their suffix included) stays private.
-        defaults = offered(self.bot.engine)
-        preferences = await self.bot.store.preferences(interaction.guild_id, interaction.user.id)
+        # Two reads before the answer (the member's suffix, the channel's default model and limits): a refusal of
+        # what the member typed stays private.
+        store, engine = self.bot.store, self.bot.engine
+        models = offered(engine)
+        preferences = await store.preferences(interaction.guild_id, interaction.user.id)
+        limits = await store.limits_for(interaction.guild_id, interaction.channel_id)
         picture = None
         if image is not None:
             picture = await self._read_picture(interaction, image)
@@ -60,7 +67,7 @@ class Imagine(commands.Cog):
         try:
             recipe = parse_imagine(
                 prompt,
-                defaults,
+                models,
                 negative=negative,
                 aspect=aspect,
                 seed=seed,
@@ -70,6 +77,9 @@ class Imagine(commands.Cog):
                 suffix=preferences.suffix,
                 default_aspect=preferences.aspect,
                 image_aspect=None if picture is None else image_prompt.own_aspect(picture.size),
+                model=model,
+                channel_model=limits.model,
+                loras=engine.loras,
             )
         except BadInput as error:
             await tell(interaction, str(error))
@@ -79,7 +89,7 @@ class Imagine(commands.Cog):
             # Kept before the job is queued, so the runner (or a restart) always finds it; the recipe names it.
             png = await asyncio.to_thread(image_prompt.fit, picture, recipe.width, recipe.height)
             fields["image_prompt"] = await self.bot.store.save_prompt_image(png)
-        await submit(interaction, "imagine", fields)
+        await submit(interaction, "imagine", fields, limits=limits)
 
     async def _read_picture(self, interaction: discord.Interaction[ImagineBot], attachment: discord.Attachment):
         """The attached picture, checked; or None once the member has been told privately what is wrong with it.

@@ -9,6 +9,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import moderator_only, require_moderator
+from bot.errors import quoted
+from bot.options import offer_models
+from bot.parsing import listing
 from bot.replies import NO_PINGS
 from bot.store import LIMIT_KEYS
 
@@ -22,6 +25,7 @@ DESCRIPTIONS = {
     "max_steps": "Most steps",
     "max_side": "Largest image side (px)",
     "nsfw_allowed": "NSFW allowed (age-restricted channels only)",
+    "model": "Default model",
 }
 SETTING_CHOICES = [app_commands.Choice(name=DESCRIPTIONS[key], value=key) for key in LIMIT_KEYS]
 
@@ -37,6 +41,16 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
         super().__init__()
+        offer_models(self.set_, "model", list(bot.engine.models))  # only when there is a choice
+
+    def _model_shown(self, value: str | None, source: str) -> str:
+        """The model a channel gets, for /limits show; a name no longer configured is shown with what replaces it."""
+        default = next(iter(self.bot.engine.models))
+        if source == "default":
+            return f"**{default}** (the first configured model)"
+        if value not in self.bot.engine.models:
+            return f"**{default}** (`{quoted(value, 32)}` is {_SOURCES[source]} but no longer configured)"
+        return f"**{value}** ({_SOURCES[source]})"
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         return require_moderator(interaction)
@@ -50,6 +64,10 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
         lines = [f"Limits in <#{channel_id}>:"]
         for key in LIMIT_KEYS:
             value, source = overrides[key]
+            if key == "model":
+                if len(self.bot.engine.models) > 1:  # with one model there is nothing to choose
+                    lines.append(f"• {DESCRIPTIONS[key]}: {self._model_shown(value, source)}")
+                continue
             lines.append(f"• {DESCRIPTIONS[key]}: **{_value(value)}** ({_SOURCES[source]})")
         banned = await self.bot.store.banned_words(interaction.guild_id)
         lines.append(f"• Banned words: {', '.join(f'`{w}`' for w in banned) if banned else 'none'}")
@@ -63,6 +81,7 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
         max_steps="Most denoising steps a job may use",
         max_side="Largest image side in pixels",
         nsfw_allowed="Post images the safety checker flags (as spoilers), in age-restricted channels only",
+        model="The model a prompt gets when it names none (--model or the model option still choose)",
         channel="Which channel (this one if you name none)",
         server_default="Set the default for every channel without its own value instead",
     )
@@ -75,10 +94,18 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
         max_steps: app_commands.Range[int, 1, 150] | None = None,
         max_side: app_commands.Range[int, 64, 4096] | None = None,
         nsfw_allowed: bool | None = None,
+        model: str | None = None,
         channel: discord.TextChannel | None = None,
         server_default: bool = False,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        models = self.bot.engine.models
+        if model is not None:
+            model = model.strip().lower()
+            if model not in models:  # a stale choice, or sent by a modified client
+                text = f"There is no model called `{quoted(model, 32)}` here. Models here: {listing(models)}."
+                await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+                return
         given = {
             "enabled": enabled,
             "jobs_per_hour": jobs_per_hour,
@@ -86,6 +113,7 @@ class LimitsCog(commands.GroupCog, name="Limits", group_name="limits", group_des
             "max_steps": max_steps,
             "max_side": max_side,
             "nsfw_allowed": nsfw_allowed,
+            "model": model,
         }
         changes = {key: value for key, value in given.items() if value is not None}
         if not changes:

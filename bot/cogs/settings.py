@@ -156,7 +156,8 @@ class Settings(commands.Cog):
         try:
             # The suffix goes through the checks of /imagine text: its flags and their values, banned words.
             words, _flags = parse_suffix(text)
-            parse_imagine("a picture", offered(self.bot.engine), suffix=text, max_steps=MAX_STEPS)
+            parse_imagine("a picture", offered(self.bot.engine), suffix=text, max_steps=MAX_STEPS,
+                          loras=self.bot.engine.loras)
         except BadInput as error:
             await tell(interaction, str(error))
             return

@@ -101,24 +101,27 @@ def finish(runner: Runner, request: Request, pictures: list[Image.Image], trunca
     width, height = pictures[0].size
     recipe = dict(
         steps=steps, sampler=runner.defaults.scheduler, guidance=request.guidance, width=width, height=height,
-        model=runner.defaults.model,
+        model=runner.defaults.name,
     )
+    # The model's and LoRAs' hashes after "Model", the LoRAs in the prompt as <lora:name:weight> (A1111's way).
+    prompt, model_fields = runner.recipe_fields(request)
+    extra = {**model_fields, **(extra or {})}
     # One PNG per image with its own seed, and the grid with all four; encoded together.
     pngs = [
-        (picture, imgs.parameters_text(request.prompt, request.negative_prompt, seed=seed, extra=extra, **recipe))
+        (picture, imgs.parameters_text(prompt, request.negative_prompt, seed=seed, extra=extra, **recipe))
         for picture, seed in zip(pictures, request.seeds)
     ]
     if len(pictures) == 4:
-        grid_extra = {**(extra or {}), "Grid seeds": '"' + ", ".join(map(str, request.seeds)) + '"'}
+        grid_extra = {**extra, "Grid seeds": '"' + ", ".join(map(str, request.seeds)) + '"'}
         grid_text = imgs.parameters_text(
-            request.prompt, request.negative_prompt, seed=request.seeds[0], extra=grid_extra, **recipe
+            prompt, request.negative_prompt, seed=request.seeds[0], extra=grid_extra, **recipe
         )
         pngs.append((imgs.make_grid(pictures), grid_text))
     encoded = imgs.png_many(pngs)
     singles, grid = tuple(encoded[: len(pictures)]), (encoded[-1] if len(pictures) == 4 else None)
     return Result(
         images=singles, grid=grid, seeds=tuple(request.seeds), nsfw=tuple(flags), width=width, height=height,
-        prompt_truncated=truncated, elapsed=0.0, model=runner.defaults.model, scheduler=runner.defaults.scheduler,
+        prompt_truncated=truncated, elapsed=0.0, model=runner.defaults.name, scheduler=runner.defaults.scheduler,
     )
 
 

@@ -15,9 +15,12 @@ from bot.errors import InvalidLimit
 from bot.image_prompt import MAX_SIDE, own_aspect
 from bot.parsing import ASPECT_CHOICES, MAX_GUIDANCE, MAX_PROMPT, MAX_SEED, BadInput, parse_imagine
 from bot.store import LIMIT_KEYS, LIMIT_RANGES, Limits, _parse_limit
-from engine.jobs import ModelDefaults
+from engine.jobs import LORA_WEIGHT_RANGE, MAX_LORAS, ModelDefaults
 
-SD15 = ModelDefaults(steps=25, guidance=7.0, size=512, model="sd15", scheduler="PNDMScheduler")
+SD15 = ModelDefaults(steps=25, guidance=7.0, size=512, model="sd15", scheduler="PNDMScheduler", name="sd15")
+TURBO = ModelDefaults(steps=4, guidance=0.0, size=512, model="sd-turbo", scheduler="Euler", name="turbo")
+MODELS = {"sd15": SD15, "turbo": TURBO}
+LORAS = ("pixel", "Ink", "film grain", "x")
 QUICK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Pieces members really type, and the ones that break parsers: zero-width and bidi marks, combining marks, emoji,
@@ -28,6 +31,9 @@ PIECES = st.sampled_from([
     "--", "---", "--ar", "--AR", "--seed", "--no", "--steps", "--guidance", "--cfg", "--iw", "--chaos", "--ar--seed",
     "16:9", "9:21", "0:0", "1000:1", "١٦:٩", "1e400", "nan", "-inf", "inf", "-1", "1_000", "0x10", "٣", "１２",
     "99999999999999999999999", "9" * 5000, "4294967295", "4294967296", ":", "a fox", "",
+    "--model", "--MODEL turbo", "--model sd15", "--model nope", "--lora", "--lora pixel", "--lora ink:0.5",
+    "--lora x:-2", "--lora pixel:3", "--lora :", "<lora:", "<lora:pixel:0.8>", "<lora:film grain>", "<LORA:x:>",
+    "<lora::1>", "<lora:ink:nan>", "<lora:pixel:1e400>", ">", "<", "pixel", "turbo",
 ])
 TEXT = st.lists(st.one_of(PIECES, st.text(max_size=12)), max_size=30).map(" ".join) | st.text(max_size=1500)
 NUMBERS = st.none() | st.integers() | st.integers(-(2**70), 2**70) | st.floats() | st.sampled_from(
@@ -44,16 +50,27 @@ def is_sentence(text: str) -> bool:
 @given(text=TEXT | st.text(min_size=1400, max_size=1500), negative=st.none() | TEXT,
        aspect=st.none() | st.sampled_from(ASPECT_CHOICES) | st.text(max_size=20) | PIECES,
        seed=NUMBERS, steps=NUMBERS, guidance=NUMBERS,
-       picture=st.none() | st.tuples(st.integers(1, MAX_SIDE), st.integers(1, MAX_SIDE)))
+       picture=st.none() | st.tuples(st.integers(1, MAX_SIDE), st.integers(1, MAX_SIDE)),
+       model=st.none() | st.sampled_from([*MODELS, "TURBO", "gone", ""]) | st.text(max_size=40),
+       channel_model=st.none() | st.sampled_from([*MODELS, "gone"]) | st.text(max_size=40),
+       suffix=st.just("") | TEXT.map(lambda text: text[:500]))
 def test_any_imagine_input_gives_a_valid_recipe_or_a_bad_input_sentence(text, negative, aspect, seed, steps,
-                                                                        guidance, picture):
-    """Any prompt text, options and image prompt size resolve to an in-range recipe, or to BadInput with a sentence."""
+                                                                        guidance, picture, model, channel_model,
+                                                                        suffix):
+    """Any prompt text (flags, --model, --lora and <lora:...> tags too), options, suffix, channel model and image
+    prompt size resolve to an in-range recipe, or to BadInput with a sentence."""
     try:
-        recipe = parse_imagine(text, SD15, negative=negative, aspect=aspect, seed=seed, steps=steps,
-                               guidance=guidance, image_aspect=None if picture is None else own_aspect(picture))
+        recipe = parse_imagine(text, MODELS, negative=negative, aspect=aspect, seed=seed, steps=steps,
+                               guidance=guidance, image_aspect=None if picture is None else own_aspect(picture),
+                               model=model, channel_model=channel_model, suffix=suffix, loras=LORAS)
     except BadInput as error:
         assert is_sentence(str(error)), repr(str(error))
         return
+    assert recipe.model in MODELS
+    assert len(recipe.loras) <= MAX_LORAS and len({name for name, _ in recipe.loras}) == len(recipe.loras)
+    assert all(name in LORAS and LORA_WEIGHT_RANGE[0] <= weight <= LORA_WEIGHT_RANGE[1] and not math.isnan(weight)
+               for name, weight in recipe.loras)
+    assert not re.search(r"<lora:[^:<>]*(:[^<>]*)?>", recipe.prompt, re.IGNORECASE)  # every tag was taken out
     assert 0 < len(recipe.prompt) <= MAX_PROMPT and recipe.prompt == recipe.prompt.strip()
     assert any(unicodedata.category(c)[0] in "LNPS" for c in recipe.prompt)  # something visible to draw
     assert not any(unicodedata.category(c) == "Cc" for c in recipe.prompt + recipe.negative_prompt)
@@ -112,7 +129,9 @@ def test_any_limit_value_is_stored_typed_or_refused_with_a_sentence(key, value):
         assert is_sentence(str(error)), repr(str(error))
         return
     assert key in LIMIT_KEYS
-    if isinstance(getattr(Limits(), key), bool):
+    if key == "model":
+        assert type(typed) is str and re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,31}", typed)
+    elif isinstance(getattr(Limits(), key), bool):
         assert type(typed) is bool
     else:
         low, high = LIMIT_RANGES[key]

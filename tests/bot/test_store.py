@@ -400,7 +400,7 @@ async def test_user_who_waited_longest_since_their_last_job_goes_first(store):
 
 async def test_claim_batch_takes_the_head_and_the_companions_its_plan_picks_in_one_turn_each(store):
     """claim_batch runs the head of the fair queue and the companions the batch plan picks (from the window it is
-    shown), each taking its turn; the rest keep true positions, and whatever the plan says, the head runs."""
+    shown), each taking its turn; the rest keep true positions; a plan naming no job of the window runs the head."""
     from engine import batching
 
     def recipe(width):
@@ -428,16 +428,30 @@ async def test_claim_batch_takes_the_head_and_the_companions_its_plan_picks_in_o
     assert [job.id for job in await store.claim_batch(lambda queue: [], window=5, now=T0 + 2)] == [e.id]
 
 
+async def test_a_plan_may_run_a_job_of_the_window_first_and_the_job_passed_over_keeps_the_front(store):
+    """A plan that puts a later job of the window first (its model is loaded) claims it; the head it passed over is
+    still first in line, with its position, and runs on the next claim."""
+    head = await queue(store, 1)
+    behind = await queue(store, 2)
+    last = await queue(store, 3)
+
+    claimed = await store.claim_batch(lambda queue: [queue[1].id], window=3, now=T0)
+
+    assert [job.id for job in claimed] == [behind.id]
+    assert [await store.queue_position(job.id) for job in (head, last)] == [1, 2]
+    assert (await store.claim_next(now=T0 + 1)).id == head.id
+
+
 async def test_every_job_of_a_claimed_batch_counts_an_attempt_and_two_crashes_fail_them_all(tmp_path):
     """Companions claimed with the head count their attempts too: a batch two restarts cut short fails as a whole."""
     path = tmp_path / "imagine.db"
     async with await Store.open(path) as store:
         head, companion = await queue(store, 1, now=T0), await queue(store, 2, now=T0 + 1)
-        claimed = await store.claim_batch(lambda waiting: [companion.id], window=2, now=T0 + 2)
+        claimed = await store.claim_batch(lambda waiting: [head.id, companion.id], window=2, now=T0 + 2)
         assert [(job.id, job.attempts) for job in claimed] == [(head.id, 1), (companion.id, 1)]
     async with await Store.open(path) as store:
         assert [job.id for job in (await store.recover(now=T0 + 3)).queued] == [head.id, companion.id]
-        await store.claim_batch(lambda waiting: [companion.id], window=2, now=T0 + 4)
+        await store.claim_batch(lambda waiting: [head.id, companion.id], window=2, now=T0 + 4)
     async with await Store.open(path) as store:
         recovered = await store.recover(now=T0 + 5)
         assert (recovered.queued, {job.id for job in recovered.failed}) == ([], {head.id, companion.id})
@@ -689,6 +703,8 @@ async def test_limit_values_are_validated_with_readable_sentences(store):
         ("max_steps", "many", "'max_steps' must be a whole number from 1 to 150, got 'many'."),
         ("max_side", True, "'max_side' must be a whole number"),
         ("enabled", 2, "'enabled' is on or off (true/false), got '2'."),
+        ("model", "two words", "'model' is a model's name"),
+        ("model", 3, "'model' is a model's name"),
     ]:
         with pytest.raises(InvalidLimit) as refusal:
             await store.set_limit(1, 10, key, value)
@@ -700,6 +716,33 @@ async def test_limit_values_are_validated_with_readable_sentences(store):
     await store.set_limit(1, 10, "enabled", "off")
     await store.set_limit(1, 10, "max_side", " 768 ")
     assert await store.limits_for(1, 10) == Limits(enabled=False, max_side=768)
+
+
+async def test_a_default_model_is_kept_per_channel_over_the_servers(store):
+    """/limits set model: a channel's default model beats the server's; the name is kept lower-case; reset removes."""
+    await store.set_limit(1, None, "model", "Turbo")
+    await store.set_limit(1, 10, "model", "sd15")
+    assert (await store.limits_for(1, 10)).model == "sd15"
+    assert (await store.limits_for(1, 11)).model == "turbo"
+    assert (await store.limit_overrides(1, 11))["model"] == ("turbo", "server")
+    assert (await store.limits_for(2, 10)).model is None
+    assert await store.reset_limits(1, 10, "model") == 1
+    assert (await store.limits_for(1, 10)).model == "turbo"
+
+
+async def test_the_default_model_migration_keeps_every_limit(tmp_path):
+    """A database at 0006 with limits set opens at the latest version with the same limits, and takes a model."""
+    path = tmp_path / "imagine.db"
+    before = [m for m in MIGRATIONS if int(m.name[:4]) < 7]
+    async with await Store.open(path, migrations_dir=migrations_dir_with(tmp_path, before)) as store:
+        await store.set_limit(1, None, "max_steps", 30)
+        await store.set_limit(1, 10, "nsfw_allowed", True)
+        with pytest.raises(sqlite3.IntegrityError):  # the old table had no room for a model
+            await store.set_limit(1, 10, "model", "turbo")
+    async with await Store.open(path) as store:
+        assert await store.limits_for(1, 10) == Limits(max_steps=30, nsfw_allowed=True)
+        await store.set_limit(1, 10, "model", "turbo")
+        assert await store.limits_for(1, 10) == Limits(max_steps=30, nsfw_allowed=True, model="turbo")
 
 
 async def test_banned_words_are_normalised_and_per_server(store):

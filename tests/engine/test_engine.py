@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import time
 
@@ -28,18 +29,20 @@ def size_of(png: bytes) -> tuple[int, int]:
     return Image.open(io.BytesIO(png)).size
 
 
-async def test_imagine_makes_grid_and_singles_with_recipe(engine):
-    """imagine gives 4 single PNGs and a 2x2 grid of twice their size, each carrying its recipe."""
+async def test_imagine_makes_grid_and_singles_with_recipe(engine, tiny_model):
+    """imagine gives 4 single PNGs and a 2x2 grid of twice their size, each carrying its recipe (with the model's
+    name and A1111's short hash of its UNet weights)."""
     result = await engine.submit("job-1", imagine(width=80, negative_prompt="blurry"))
     assert len(result.images) == 4 and result.seeds == (1, 2, 3, 4)
     assert (result.width, result.height) == (80, 64)
     assert all(size_of(png) == (80, 64) for png in result.images)
     assert size_of(result.grid) == (160, 128)
     assert result.nsfw == (False,) * 4 and not result.prompt_truncated
-    assert result.model == engine.defaults.model and result.scheduler == "EulerDiscreteScheduler"
+    assert result.model == engine.defaults.name == tiny_model.name and result.scheduler == "EulerDiscreteScheduler"
+    unet = (tiny_model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert read_parameters(result.images[2]) == (
         "a red fox in snow\nNegative prompt: blurry\nSteps: 3, Sampler: EulerDiscreteScheduler, CFG scale: 7, "
-        f"Seed: 3, Size: 80x64, Model: {result.model}")
+        f"Seed: 3, Size: 80x64, Model: {result.model}, Model hash: {hashlib.sha256(unet).hexdigest()[:10]}")
     assert 'Grid seeds: "1, 2, 3, 4"' in read_parameters(result.grid)
 
 

@@ -8,6 +8,7 @@ host would. Ray is shut down at the end of the module.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -36,13 +37,14 @@ ENGINE_ENV = {"IMAGINE_DEVICE": "cpu", "IMAGINE_SIZE": "64", "IMAGINE_STEPS": "4
 
 
 @pytest.fixture(scope="module")
-def cluster(tiny_model: Path):
-    """A local Ray cluster of 2 CPUs with the application deployed: 2 replicas of 1 CPU and 1 torch thread each."""
+def cluster(tiny_model: Path, tiny_model_two: Path):
+    """A local Ray cluster of 2 CPUs with the application deployed: 2 replicas of 1 CPU and 1 torch thread each,
+    configured with two models (the default `one`, and `two`), one loaded at a time."""
     # Replica processes import this checkout's engine/, not an installed copy.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     ray.init(num_cpus=REPLICAS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
-        settings = EngineSettings.from_env(ENGINE_ENV | {"IMAGINE_MODEL": str(tiny_model)})
+        settings = EngineSettings.from_env(ENGINE_ENV | {"IMAGINE_MODELS": f"one={tiny_model},two={tiny_model_two}"})
         serve.start(proxy_location="Disabled")
         serve.run(application(settings, replicas=REPLICAS, gpus=0, torch_threads=1, shutdown_timeout=30),
                   name=APP, route_prefix=None)
@@ -246,6 +248,19 @@ async def test_a_cancel_stops_the_job_on_its_replica(backend):
 
     assert overlap(progress, ended, 4, 5)
     assert len(seen) == steps_at_cancel < 150  # no progress after the cancel
+
+
+async def test_a_replica_loads_a_named_model_on_demand_and_says_so(backend):
+    """The bot learns every model from a replica; a job for the second model streams its "loading" step first, is
+    made by that model, and the backend then counts it among the loaded models."""
+    assert list(backend.models) == ["one", "two"] and backend.defaults.name == "one"
+    assert backend.loaded_models() == ("one",)
+    progress = []
+    (outcome,) = backend.submit_batch([(6, dataclasses.replace(fox(2), model="two"), progress.append)])
+    result = await asyncio.wait_for(outcome, SLOW)
+    assert result.model == "two"
+    assert [(p.step, p.total, p.loading) for p in progress] == [(0, 0, "two"), (1, 2, None), (2, 2, None)]
+    assert backend.loaded_models()[0] == "two"
 
 
 async def test_the_bot_on_ray_survives_its_replicas_being_killed_mid_job_and_serves_u1(cluster, discord, bot_env,
