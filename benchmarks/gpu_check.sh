@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_check.sh                      # the tiny model (written to a temp dir), no download
 #   IMAGINE_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 bash benchmarks/gpu_check.sh
 #
-# Prints the device name, the load time, one real job's timings (imagine, variation, upscale), the
+# Prints the device name, the load time, one real job's timings (imagine, variation, upscale, zoom, pan), the
 # engine-overhead benchmark (engine/raw ratio, event-loop lag), cross-user batching (images/s and peak
 # memory at 1, 2 and 4 jobs per call), and the fast path (benchmarks/fastpath.py): a grid of 4 at 512x512
 # and 25 steps eager vs IMAGINE_COMPILE (and with channels_last), peak GPU memory, and the grid time over
@@ -63,6 +63,14 @@ async def main():
         upscaled = await engine.submit("upscale", Request("upscale", request.prompt, steps=d.steps,
                                        guidance=d.guidance, seeds=(9,), init_image=result.images[0]))
         print(f"upscale: 1 x {upscaled.width}x{upscaled.height}: {upscaled.elapsed:.2f}s")
+        zoomed = await engine.submit("zoom", Request("zoom", request.prompt, width=size, height=size, steps=d.steps,
+                                     guidance=d.guidance, seeds=(10, 11, 12, 13), init_image=result.images[0],
+                                     zoom=2.0))
+        print(f"zoom out 2x (outpaint): 4 x {zoomed.width}x{zoomed.height}: {zoomed.elapsed:.2f}s")
+        panned = await engine.submit("pan", Request("pan", request.prompt, width=size * 3 // 2 // 8 * 8,
+                                     height=size, steps=d.steps, guidance=d.guidance, seeds=(14, 15, 16, 17),
+                                     init_image=result.images[0], pan="right"))
+        print(f"pan right (outpaint): 4 x {panned.width}x{panned.height}: {panned.elapsed:.2f}s")
         import torch
         if device == "cuda":
             print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")

@@ -37,11 +37,14 @@ class DiscordUnusable(Exception):
 
 @contextlib.asynccontextmanager
 async def services(settings: config.Settings) -> AsyncIterator[ImagineBot]:
-    """Compose everything in order: Discord endpoints, store, backend (model loaded), then the bot."""
+    """Compose everything in order: Discord endpoints, store, backend, then the bot.
+
+    The local engine has loaded its model when start() returns; the Ray backend goes on connecting meanwhile (its
+    capacity is 0 until a replica answers), so the bot is on Discord even while the cluster is down."""
     use_discord_endpoints(settings.api_base, settings.gateway_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.database, images_dir=settings.data_dir / "images")
-    engine = backend(settings)
+    engine = backend(settings, store)
     try:
         await engine.start()
         async with ImagineBot.create(settings, store, engine) as bot:
@@ -51,12 +54,12 @@ async def services(settings: config.Settings) -> AsyncIterator[ImagineBot]:
         await store.close()
 
 
-def backend(settings: config.Settings) -> Backend:
+def backend(settings: config.Settings, store: Store) -> Backend:
     """The one place that knows which backend runs the jobs (bot/backend.py)."""
     if settings.backend == "ray":
         from bot.ray_backend import RayBackend  # ray is an optional extra: imported only when asked for
 
-        return RayBackend(settings.ray, settings.engine)
+        return RayBackend(settings.ray, settings.engine, memory=store)
     return Engine(settings.engine)
 
 
@@ -128,25 +131,38 @@ def quiet_third_party() -> None:
     logging.getLogger("discord").setLevel(logging.WARNING)
     logging.getLogger("engine").setLevel(logging.WARNING)
     logging.getLogger("ray").setLevel(logging.WARNING)  # Ray's and Serve's own INFO lines on connecting
+    # ray.init, called off the main thread on purpose, warns that it leaves SIGTERM alone: the bot's own handler.
+    logging.getLogger("ray._private.worker").addFilter(
+        lambda record: "SIGTERM handler is not set" not in record.getMessage()
+    )
 
 
 async def run(settings: config.Settings) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    starting = asyncio.current_task()
     bot: ImagineBot | None = None
 
     def stop() -> None:
         stopping.set()
         if bot is not None:
             loop.create_task(bot.close())
+        elif starting is not None:  # still composing (a model loading, a cluster being tried): stop that now
+            starting.cancel()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
     if not await reach_discord(settings, stopping):
         return
-    async with services(settings) as bot:
-        if not stopping.is_set():  # a stop asked for while the model loaded
-            await bot.start(settings.token)
+    try:
+        async with services(settings) as bot:
+            starting = None
+            if not stopping.is_set():
+                await bot.start(settings.token)
+    except asyncio.CancelledError:
+        if not stopping.is_set() or starting is None:
+            raise
+        starting.uncancel()
 
 
 def main() -> None:

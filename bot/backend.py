@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Callable, Protocol
 
+from bot.errors import WorkersNotReady
 from engine import ModelDefaults, Progress, Request, Result
 
 ProgressCallback = Callable[[Progress], None]
@@ -25,7 +26,9 @@ class Backend(Protocol):
     Progress comes to each job's callback on the event loop.
     """
 
-    defaults: ModelDefaults  # what the bot offers members: steps, guidance, native size, model name (the default's)
+    # What the bot offers members: steps, guidance, native size, model name. None until a worker has answered
+    # (Ray replicas unreachable since start-up, with none remembered from an earlier run): see offered().
+    defaults: ModelDefaults | None
     models: dict[str, ModelDefaults]  # every configured model by name, the default first
     loras: tuple[str, ...]  # the LoRA names jobs may use (IMAGINE_LORA_DIR's file stems), sorted
     device: str
@@ -48,3 +51,12 @@ class Backend(Protocol):
 
     def cancel(self, job_id: object) -> bool:
         """Stop a job of a call in flight (at its next step); False if this backend doesn't have it."""
+
+
+def offered(backend: Backend) -> ModelDefaults:
+    """The model defaults new prompts are resolved with; a refusal (WorkersNotReady) while the backend knows none.
+
+    Buttons without Remix don't need them (a follow-up copies its job's recipe), so those still queue meanwhile."""
+    if backend.defaults is None:
+        raise WorkersNotReady()
+    return backend.defaults

@@ -90,11 +90,16 @@ class ImagineBot(commands.Bot):
         if self._announced:
             return
         self._announced = True
-        fast_path = self.engine.fast_path
+        engine = self.engine
         shards = f" on {self.shard_count} shard(s)" if isinstance(self, commands.AutoShardedBot) else ""
-        log.info("imagine-bot ready: model %s on %s (%s), up to %d job(s) per call%s, %d server(s)%s, "
-                 "%d job(s) recovered", self.engine.defaults.model, self.engine.device, self.engine.dtype,
-                 self.engine.max_batch, f", fast path: {fast_path}" if fast_path else "", len(self.guilds), shards,
+        if engine.capacity() == 0:  # Ray replicas not reached yet: say what is known
+            workers = "waiting for the image workers" + (
+                f" (last seen: model {engine.defaults.model} on {engine.device})" if engine.defaults else
+                " (no model known yet: new prompts are refused until they answer)")
+        else:
+            workers = (f"model {engine.defaults.model} on {engine.device} ({engine.dtype}), up to {engine.max_batch} "
+                       f"job(s) per call" + (f", fast path: {engine.fast_path}" if engine.fast_path else ""))
+        log.info("imagine-bot ready: %s, %d server(s)%s, %d job(s) recovered", workers, len(self.guilds), shards,
                  self.runner.recovered)
 
     async def sync_commands(self) -> None:

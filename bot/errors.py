@@ -59,6 +59,15 @@ class ImagesDeleted(ImagesGone):
         self.days = None
 
 
+class WorkersNotReady(UserError):
+    """No GPU worker has answered since the bot started (IMAGINE_BACKEND=ray, the cluster down at start-up), so the
+    bot doesn't know the model's defaults yet and can't turn a prompt into a job."""
+
+    def __init__(self) -> None:
+        super().__init__("The image workers haven't answered since I started, so I can't take new prompts yet; "
+                         "nothing was queued. Please try again in a minute.")
+
+
 class JobNotFound(UserError):
     """No job has the id `job_id`."""
 

@@ -5,6 +5,9 @@ A member's suffix (/prefer suffix) is added to every prompt they send, flags and
 than once, the most deliberate one wins: a slash-command option (what Discord shows in the command's summary), then
 a flag in the prompt, then a flag in the suffix, then (for an image prompt) the picture's own aspect ratio, then the
 member's default aspect ratio (/settings), then the model's default.
+
+`--zoom` (more than 1, at most 2) is only read in the Custom Zoom box of an upscaled image; a prompt anywhere else
+(/imagine, a suffix, the Remix box) that carries it is refused with a sentence that says where it works.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ MAX_GUIDANCE = 30.0
 IMAGES_PER_GRID = 4
 MAX_STEPS = 150  # what /imagine and a Remix accept; a channel's max_steps limit is checked at admission
 MAX_IMAGE_WEIGHT = 3.0
+MAX_ZOOM = 2.0  # Custom Zoom: more than 1x, at most 2x
 
 FLAG_ALIASES = {
     "ar": "aspect",
@@ -58,11 +62,14 @@ class Recipe:
     # Image prompts only: how closely the result keeps the picture (--iw), and the img2img strength it gives.
     image_weight: float | None = None
     strength: float | None = None
+    zoom: float | None = None  # Custom Zoom only: --zoom
 
     def to_dict(self) -> dict:
         recipe = asdict(self) | {"seeds": list(self.seeds)}
         if self.image_weight is None:
             del recipe["image_weight"], recipe["strength"]
+        if self.zoom is None:
+            del recipe["zoom"]
         return recipe
 
 
@@ -71,14 +78,18 @@ def image_strength(weight: float) -> float:
     return round(0.9 - 0.2 * weight, 4)
 
 
-def split_flags(text: str) -> tuple[str, dict[str, str]]:
-    """``"a fox --ar 16:9 --no snow"`` -> ``("a fox", {"aspect": "16:9", "negative": "snow"})``."""
+def split_flags(text: str, *, zoom: bool = False) -> tuple[str, dict[str, str]]:
+    """``"a fox --ar 16:9 --no snow"`` -> ``("a fox", {"aspect": "16:9", "negative": "snow"})``; `--zoom` only with
+    `zoom` (the Custom Zoom box)."""
     matches = list(_FLAG.finditer(text))
     prompt = text[: matches[0].start()] if matches else text
     flags: dict[str, str] = {}
     for match, following in zip(matches, matches[1:] + [None]):
         name = match.group(1).lower()
-        key = FLAG_ALIASES.get(name)
+        key = "zoom" if zoom and name == "zoom" else FLAG_ALIASES.get(name)
+        if name == "zoom" and key is None:
+            raise BadInput("`--zoom` is not an option of a prompt: it works in the Custom Zoom box, under an "
+                           "upscaled image (U1–U4, then Custom Zoom).")
         if key is None:
             allowed = ", ".join(f"--{n}" for n in ("ar", "seed", "no", "steps", "guidance", "iw"))
             raise BadInput(f"`--{quoted(name, 20)}` is not an option I know. Allowed in the prompt: {allowed}.")
@@ -143,6 +154,7 @@ def parse_imagine(
     suffix: str = "",
     default_aspect: str | None = None,
     image_aspect: str | None = None,
+    custom_zoom: bool = False,
 ) -> Recipe:
     """Resolve a prompt with inline flags, the member's suffix and defaults, and slash-command options into a full
     recipe (the order is in this module's docstring).
@@ -150,8 +162,10 @@ def parse_imagine(
     With an image prompt (`image_aspect`: the picture's own ratio, e.g. "4:3"), --iw is allowed, and the picture's
     ratio is used unless --ar or the aspect option names another (the picture is then centre-cropped to that); a
     member's default aspect never crops a picture.
+
+    With `custom_zoom` (the Custom Zoom box), `--zoom` is read too (more than 1, at most 2) and required.
     """
-    prompt, flags = split_flags(_printable(text))
+    prompt, flags = split_flags(_printable(text), zoom=custom_zoom)
     if not any(unicodedata.category(c)[0] in "LNPS" for c in prompt):  # blank, or only invisible marks
         raise BadInput("The prompt is empty: describe the picture before any `--` options.")
     if suffix:
@@ -196,7 +210,23 @@ def parse_imagine(
         aspect=f"{ratio[0]}:{ratio[1]}",
         image_weight=weight,
         strength=None if weight is None else image_strength(weight),
+        zoom=parse_zoom(flags.get("zoom")) if custom_zoom else None,
     )
+
+
+def parse_zoom(raw: str | None) -> float:
+    """The value of `--zoom` in the Custom Zoom box: more than 1 (a zoom out), at most 2."""
+    if raw is None:
+        raise BadInput("Custom Zoom needs `--zoom` with how far to zoom out: more than 1, at most 2 "
+                       "(e.g. `--zoom 1.5`).")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise BadInput(f"Zoom must be a number more than 1 and at most 2 (e.g. `--zoom 1.5`), "
+                       f"got `{quoted(raw)}`.") from None
+    if not 1.0 < value <= MAX_ZOOM:  # NaN too
+        raise BadInput(f"Zoom must be more than 1 and at most 2 (e.g. `--zoom 1.5`), got {value:g}.")
+    return value
 
 
 def parse_suffix(text: str) -> tuple[str, dict[str, str]]:

@@ -11,8 +11,11 @@ This module imports ray but never torch: a bot host without a GPU needs only `pi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
+import threading
+from dataclasses import asdict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,8 +26,10 @@ from ray.exceptions import (ActorDiedError, ActorUnavailableError, NodeDiedError
 
 from bot.backend import ProgressCallback
 from bot.config import RaySettings
+from bot.store import Store
 from engine import JobCancelled, JobFailed, JobLost, Progress, Request, Result
-from engine.protocol import VERSION, Call, Done, Failed, Started, Step
+from engine.jobs import ModelDefaults
+from engine.protocol import VERSION, About, Call, Done, Failed, Started, Step
 from engine.serve import APP, DEPLOYMENT, application
 from engine.settings import EngineSettings
 
@@ -35,6 +40,8 @@ LAST_RETRY = 60.0  # ... up to this
 CAPACITY_EVERY = 5.0  # seconds between reads of how many replicas are running
 STATUS_TIMEOUT = 20.0  # a status read that takes longer counts as the cluster unreachable
 PROBE_TIMEOUT = 5.0  # seconds to open a TCP connection to the head before ray.init
+FIRST_TRY_WAIT = 15.0  # seconds start() waits for the first try before the bot goes on to Discord
+ABOUT_KEY = "ray.about"  # meta key of the last About a replica gave
 
 
 @dataclass(eq=False)
@@ -57,9 +64,12 @@ class _Call:
 class RayBackend:
     """Runs calls on the replicas of the Serve application engine.serve.APP; see bot/backend.py for the contract."""
 
-    def __init__(self, settings: RaySettings, engine: EngineSettings) -> None:
+    def __init__(self, settings: RaySettings, engine: EngineSettings, memory: Store | None = None) -> None:
         self.settings = settings
         self.engine_settings = engine
+        self._memory = memory  # where the replicas' About is remembered across restarts
+        self._connector: asyncio.Task | None = None
+        self._tried = asyncio.Event()  # the first try to reach the cluster is over, either way
         self._handle = None
         self._capacity = 0
         self._reachable = True
@@ -80,31 +90,59 @@ class RayBackend:
     # -- life cycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Try the cluster once (up to FIRST_TRY_WAIT: a deploy may take minutes), then go on connecting in the
+        background: the bot is on Discord either way, with capacity() 0 until a replica has answered, so jobs stay
+        queued and their messages say the workers can't be reached.
+
+        The defaults remembered from the last run's replicas (in the store's meta table) are offered until then,
+        so members can still queue new prompts while the cluster is down; a first run has none (offered())."""
+        if self._memory is not None:
+            self._adopt(_about_from_json(await self._memory.get_meta(ABOUT_KEY)))
+        self._connector = asyncio.create_task(self._reach(), name="imagine-ray-connect")
+        tried = asyncio.create_task(self._tried.wait())
+        try:
+            await asyncio.wait({self._connector, tried}, timeout=FIRST_TRY_WAIT, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            tried.cancel()
+
+    async def wait_ready(self) -> None:
+        """Until a replica has answered and calls can be submitted (tests; the runner just reads capacity())."""
+        await asyncio.shield(self._connector)
+
+    async def _reach(self) -> None:
         """Connect (retrying with backoff, one line per try, while the cluster can't be reached), deploy or attach
         to the application, and learn the model's defaults from a replica."""
         delay = FIRST_RETRY
         while True:
             try:
-                await asyncio.to_thread(self._connect)
+                await _in_thread(self._connect)
+                about = await self._handle.describe.remote()
+                if about.version != VERSION:
+                    raise ConnectionError(f"its replicas speak protocol {about.version}, this bot {VERSION}: run the "
+                                          "same imagine-bot version on the bot and on the Ray cluster")
                 break
             except (ConnectionError, RayError, TimeoutError) as error:
                 log.warning("Can't reach the Ray cluster at %s (%s); trying again in %g s.", self.address,
                             _reason(error), delay)
+                self._tried.set()
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, LAST_RETRY)
-        about = await self._handle.describe.remote()
-        if about.version != VERSION:
-            raise RuntimeError(f"the Ray replicas speak protocol {about.version}, this bot {VERSION}: run the same "
-                               "imagine-bot version on the bot and on the Ray cluster")
-        self.defaults, self.device, self.dtype, self.max_batch = about.defaults, about.device, about.dtype, \
-            about.max_batch
-        self.fast_path = about.fast_path
-        self.models = {defaults.name: defaults for defaults in about.models} or {about.defaults.name: about.defaults}
-        self.loras = about.loras
-        self._loaded = {None: about.loaded}
+        self._adopt(about)
+        if self._memory is not None:
+            await self._memory.set_meta(ABOUT_KEY, _about_to_json(about))
         self._capacity = await asyncio.to_thread(self._running_replicas)
         self._watcher = asyncio.create_task(self._watch(), name="imagine-ray-capacity")
+        self._tried.set()
         log.info("Ray backend ready: %d replica(s) of %s at %s", self._capacity, APP, self.address)
+
+    def _adopt(self, about: About | None) -> None:
+        if about is not None:
+            self.defaults, self.device, self.dtype = about.defaults, about.device, about.dtype
+            self.max_batch, self.fast_path = about.max_batch, about.fast_path
+            self.models = ({defaults.name: defaults for defaults in about.models}
+                           or {about.defaults.name: about.defaults})
+            self.loras = tuple(about.loras)
+            self._loaded = {None: tuple(about.loaded)}
 
     def _connect(self) -> None:
         if not ray.is_initialized():
@@ -134,7 +172,11 @@ class RayBackend:
 
     async def stop(self) -> None:
         """Cancel the calls in flight (their jobs go back to the queue at the next start) and disconnect; the
-        replicas stay up for the next start."""
+        replicas stay up for the next start. A connection still being tried is abandoned at once."""
+        if self._connector is not None and not self._connector.done():
+            self._connector.cancel()
+            await asyncio.gather(self._connector, return_exceptions=True)
+            return  # its thread may still be inside ray.init: a daemon thread, which the exit leaves behind
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -149,20 +191,20 @@ class RayBackend:
             await asyncio.to_thread(ray.shutdown)
 
     async def _watch(self) -> None:
-        """Read the running replicas every CAPACITY_EVERY seconds; say once when the cluster is lost or back."""
+        """Read the running replicas every CAPACITY_EVERY seconds; say once when none can be used, and once when
+        they are back."""
         while True:
             await asyncio.sleep(CAPACITY_EVERY)
             try:
                 self._capacity = await asyncio.wait_for(asyncio.to_thread(self._running_replicas), STATUS_TIMEOUT)
+                why = f"no replica of {APP} is running"
             except Exception as error:  # noqa: BLE001 - unreachable, or the application was deleted
-                self._capacity = 0
-                if self._reachable:
-                    log.warning("Lost the Ray cluster at %s (%s); jobs stay queued until it is back.",
-                                self.address, _reason(error))
+                self._capacity, why = 0, _reason(error)
+            if self._capacity == 0 and self._reachable:
+                log.warning("Lost the Ray cluster at %s (%s); jobs stay queued until it is back.", self.address, why)
                 self._reachable = False
-            else:
-                if not self._reachable:
-                    log.warning("The Ray cluster at %s is back: %d replica(s).", self.address, self._capacity)
+            elif self._capacity > 0 and not self._reachable:
+                log.warning("The Ray cluster at %s is back: %d replica(s).", self.address, self._capacity)
                 self._reachable = True
 
     # -- calls ------------------------------------------------------------------------------------------------
@@ -268,6 +310,49 @@ def _settle(job: _Job, *, result: Result | None = None, error: BaseException | N
         job.future.set_exception(error)
     else:
         job.future.set_result(result)
+
+
+async def _in_thread(fn):
+    """fn() in a daemon thread of its own: unlike asyncio.to_thread, a stop never waits for a ray.init or a deploy
+    that may take minutes (asyncio.run joins the default executor's threads on the way out)."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            result, error = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=work, name="imagine-ray-connect", daemon=True).start()
+    return await future
+
+
+def _about_to_json(about: About) -> str:
+    return json.dumps(asdict(about))
+
+
+def _about_from_json(text: str | None) -> About | None:
+    """The remembered About, or None when there is none or it was written by another version of the protocol."""
+    if not text:
+        return None
+    try:
+        fields = json.loads(text)
+        if fields.get("version") != VERSION:
+            return None
+        return About(**(fields | {"defaults": ModelDefaults(**fields["defaults"]),
+                                  "models": tuple(ModelDefaults(**model) for model in fields.get("models", ())),
+                                  "loras": tuple(fields.get("loras", ())), "loaded": ()}))  # loaded: not known now
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
 
 
 def _probe(address: str) -> None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import discord
 from PIL import Image
 
-from bot.cogs.buttons import JobButton
 from bot.store import Job
+from bot.views import PAN_ARROWS, cancel_view, grid_view, upscale_view
 from engine import images
 
 COLOUR = discord.Colour.blurple()
@@ -18,8 +18,10 @@ KIND_TITLES = {
     "reroll": "Reroll",
     "variation": "Variations",
     "upscale": "Upscale",
+    "zoom": "Zoom Out",
+    "pan": "Pan",
 }
-GRID_KINDS = ("imagine", "reroll", "variation")
+GRID_KINDS = ("imagine", "reroll", "variation", "zoom", "pan")
 
 
 @dataclass
@@ -44,11 +46,22 @@ def headline(job: Job) -> str:
         source = f" — Variations ({job.recipe.get('strength_name', 'strong')}) of image #{job.recipe['source_index']}"
     elif job.kind == "reroll":
         source = " — Reroll"
+    elif job.kind in ("zoom", "pan"):
+        source = f" — {title(job)}"
     if job.recipe.get("remix"):
         source += " — Remix"
     if job.recipe.get("image_prompt") and job.kind in ("imagine", "reroll"):
         source += f" — from your image (--iw {job.recipe.get('image_weight', 1):g})"
     return f"**{prompt}**{source} — <@{job.user_id}>"
+
+
+def title(job: Job) -> str:
+    """What kind of job it is, as its embed's author says: "Imagine", "Zoom Out 2x", "Pan ➡️"..."""
+    if job.kind == "zoom":
+        return f"Zoom Out {job.recipe['zoom']:g}x"
+    if job.kind == "pan":
+        return f"Pan {PAN_ARROWS[job.recipe['pan']]}"
+    return KIND_TITLES[job.kind]
 
 
 def queued(job: Job, position: int | None, *, restarted: bool = False, lost: bool = False,
@@ -119,7 +132,7 @@ def finished(job: Job, pictures: list[bytes], grid: bytes | None, *, parent: Job
     recipe = job.recipe
     embed = discord.Embed(colour=COLOUR, description=_clip(recipe["prompt"], 4000))
     remix = "Remix · " if recipe.get("remix") else ""
-    embed.set_author(name=f"{remix}{KIND_TITLES[job.kind]} · job #{job.id}")
+    embed.set_author(name=f"{remix}{title(job)} · job #{job.id}")
     seeds = result.get("seeds") or recipe["seeds"]
     embed.add_field(name="Seed" if len(seeds) == 1 else "Seeds", value=", ".join(map(str, seeds)))
     embed.add_field(name="Size", value=f"{result.get('width', recipe['width'])}×{result.get('height', recipe['height'])}")
@@ -127,7 +140,8 @@ def finished(job: Job, pictures: list[bytes], grid: bytes | None, *, parent: Job
     if recipe.get("negative_prompt"):
         embed.add_field(name="Negative prompt", value=_clip(recipe["negative_prompt"], 1000), inline=False)
     if parent is not None:
-        embed.add_field(name="From", value=_link_to(parent, recipe.get("source_index")), inline=False)
+        index = None if job.kind in ("zoom", "pan") else recipe.get("source_index")  # the upscale: one image
+        embed.add_field(name="From", value=_link_to(parent, index), inline=False)
     if recipe.get("image_prompt") and "image_weight" in recipe:
         weight = f"--iw {recipe['image_weight']:g} · strength {recipe['strength']:g}"
         embed.add_field(name="Image weight", value=weight)
@@ -156,26 +170,3 @@ def _link_to(parent: Job, index: int | None) -> str:
         url = f"https://discord.com/channels/{parent.guild_id}/{parent.channel_id}/{parent.message_id}"
         return f"[{what}]({url})"
     return what
-
-
-def grid_view(job_id: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    for n in range(1, 5):
-        view.add_item(JobButton("u", job_id, n, row=0))
-    view.add_item(JobButton("r", job_id, 0, row=0))
-    for n in range(1, 5):
-        view.add_item(JobButton("v", job_id, n, row=1))
-    return view
-
-
-def upscale_view(job_id: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(JobButton("vs", job_id, 1))
-    view.add_item(JobButton("vx", job_id, 1))
-    return view
-
-
-def cancel_view(job_id: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(JobButton("x", job_id, 0))
-    return view

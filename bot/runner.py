@@ -228,7 +228,8 @@ class JobRunner:
     async def _request_for(self, job: Job) -> Request:
         recipe = job.recipe
         kind, init_image = job.kind, None
-        if job.kind in ("variation", "upscale"):
+        if job.kind in ("variation", "upscale", "zoom", "pan"):
+            # Zoom and pan start from the grid cell the upscale came from, at its grid size (not the upscale).
             init_image = await self.store.image(recipe["source_job"], recipe["source_index"])
         elif recipe.get("image_prompt"):
             # An image prompt (and its 🔄) is image to image from the member's picture, already fitted to the size.
@@ -245,6 +246,8 @@ class JobRunner:
             init_image=init_image,
             strength=recipe.get("strength"),
             image_weight=recipe.get("image_weight") if recipe.get("image_prompt") else None,
+            zoom=recipe.get("zoom") if job.kind == "zoom" else None,
+            pan=recipe.get("pan") if job.kind == "pan" else None,
         )
 
     async def _refresh_positions(self, *, unreachable: bool = False) -> None:

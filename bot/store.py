@@ -12,6 +12,7 @@ connections: two hops for an admission, one for a refusal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.resources
 import json
@@ -21,7 +22,7 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -35,7 +36,7 @@ from bot.errors import (
 
 log = logging.getLogger(__name__)
 
-JOB_KINDS = ("imagine", "reroll", "variation", "upscale")
+JOB_KINDS = ("imagine", "reroll", "variation", "upscale", "zoom", "pan")
 WINDOW_S = 3600.0  # the rolling hour of Limits.jobs_per_hour
 # A job interrupted this many times (the process died while it ran: the OOM killer, a driver crash) is not run
 # again: it would likely kill the bot again, and every restart would start with it.
@@ -49,6 +50,7 @@ LOST_TOO_OFTEN = (
     "Try a smaller size or fewer steps, or ask the server owner to look at the Ray cluster's logs."
 )
 BUSY_TIMEOUT_MS = 10_000
+PROMPT_GRACE = 3600.0  # seconds a kept picture that no job names yet is left alone (its job may be being admitted)
 T = TypeVar("T")
 
 
@@ -252,11 +254,25 @@ async def migrate(db: aiosqlite.Connection, path: Path, migrations: list[tuple[i
     """Apply the migrations (from _read_migrations) the database lacks, each in its own transaction; returns the
     resulting version.
 
-    Not executescript: it would commit first and leave a failed migration half-applied."""
+    Not executescript: it would commit first and leave a failed migration half-applied. Foreign keys are off while
+    migrations run (a PRAGMA that only works outside a transaction), so that a migration may rebuild a table others
+    point at (SQLite cannot alter a CHECK constraint); each migration checks them before it commits instead."""
     known = len(migrations)
     ((current,),) = await db.execute_fetchall("PRAGMA user_version")
     if current > known:
         raise _too_new(path, current, known)
+    if current == known:
+        return known
+    await db.execute_fetchall("PRAGMA foreign_keys = OFF")
+    try:
+        return await _apply_migrations(db, path, migrations, current)
+    finally:
+        await db.execute_fetchall("PRAGMA foreign_keys = ON")
+
+
+async def _apply_migrations(db: aiosqlite.Connection, path: Path, migrations: list[tuple[int, str, str]],
+                            current: int) -> int:
+    known = len(migrations)
 
     async def apply(db: aiosqlite.Connection, version: int, sql: str) -> bool:
         # Read again inside the write transaction: another process may have migrated the file meanwhile.
@@ -267,6 +283,11 @@ async def migrate(db: aiosqlite.Connection, path: Path, migrations: list[tuple[i
             return False
         for statement in _statements(sql):
             await db.execute(statement)
+        broken = await db.execute_fetchall("PRAGMA foreign_key_check")
+        if broken:
+            table, rowid, parent, _ = broken[0]
+            raise sqlite3.IntegrityError(f"{len(broken)} row(s) point at missing rows, e.g. {table} row {rowid} "
+                                         f"at {parent}")
         # user_version lives in the database header, so it commits (or rolls back) with the migration.
         await db.execute(f"PRAGMA user_version = {version:d}")
         return True
@@ -507,6 +528,15 @@ class Store:
         return await self._write(lambda db: fetch_one(db, sql, parameters))
 
     # --- jobs ------------------------------------------------------------------------------------------------
+
+    async def check_admission(self, user_id: int, channel_id: int, limits: Limits, now: float | None = None) -> None:
+        """Raise the refusal admit() would give now (RateLimited, TooManyQueued, UserError), queueing nothing: one
+        read, so a refusal can be told before anything is shown. admit() decides again, atomically."""
+        if not limits.enabled or limits.jobs_per_hour < 1:
+            raise UserError("Image generation is turned off in this channel.")
+        now = time.time() if now is None else now
+        counts = {"user": user_id, "channel": channel_id, "since": now - WINDOW_S, "skip": limits.jobs_per_hour - 1}
+        _raise_if_refused(await self._read_one(_ADMISSION_COUNTS, counts), limits)
 
     async def admit(
         self,
@@ -860,9 +890,45 @@ class Store:
             log.warning("image prompt %s is missing from %s", key, self.images_dir / "prompts")
             raise ImagesGone() from None
 
+    async def release_prompt_images(self, keys: Iterable[str], now: float | None = None) -> int:
+        """Delete the kept pictures (save_prompt_image) that no job needs any more; returns how many went.
+
+        A picture is needed while a job naming it is queued or running, or done with its images still kept (its
+        🔄 starts from the picture again). A picture no job names at all (its prompt was refused after it was
+        kept, or the bot stopped in between) goes once it is PROMPT_GRACE seconds old, so a picture kept a
+        moment ago for a job being admitted now stays."""
+        now = time.time() if now is None else now
+        removed = 0
+        for key in dict.fromkeys(keys):
+            if not re.fullmatch(r"[0-9a-f]{64}", key):
+                continue
+            row = await self._read_one(
+                """
+                SELECT COUNT(*) AS named,
+                       COALESCE(SUM(status IN ('queued', 'running') OR (status = 'done' AND images_pruned = 0)), 0)
+                         AS needed
+                  FROM jobs WHERE json_extract(recipe, '$.image_prompt') = ?
+                """,
+                (key,),
+            )
+            path = self.images_dir / "prompts" / f"{key}.png"
+            if row["needed"]:
+                continue
+            if not row["named"]:
+                try:
+                    if now - path.stat().st_mtime < PROMPT_GRACE:
+                        continue
+                except FileNotFoundError:
+                    continue
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(path.unlink)
+                removed += 1
+        return removed
+
     async def prune_images(self, older_than_days: float, now: float | None = None) -> int:
         """Delete the image files of jobs finished more than `older_than_days` ago and mark them pruned; returns how
-        many jobs lost their images. Files go first, so a crash half-way leaves nothing on disk unaccounted for."""
+        many jobs lost their images. Files go first, so a crash half-way leaves nothing on disk unaccounted for.
+        Then the kept pictures of image prompts that no job needs any more go too (release_prompt_images)."""
         now = time.time() if now is None else now
         cutoff = now - older_than_days * 86400
         rows = await self._read("SELECT id FROM jobs WHERE image_count > 0 AND finished_at < ? ORDER BY id", (cutoff,))
@@ -884,6 +950,9 @@ class Store:
         await self._write(mark_pruned)
         if job_ids:
             log.debug("pruned the images of %d job(s) finished over %g days ago", len(job_ids), older_than_days)
+        kept = await asyncio.to_thread(lambda: [path.stem for path in (self.images_dir / "prompts").glob("*.png")]
+                                       if (self.images_dir / "prompts").is_dir() else [])
+        await self.release_prompt_images(kept, now=now)
         return len(job_ids)
 
     async def delete_images(self, job_id: int, now: float | None = None) -> Job | None:
@@ -902,7 +971,12 @@ class Store:
             """,
             (now, job_id),
         )
-        return None if row is None else Job.from_row(row)
+        if row is None:
+            return None
+        deleted = Job.from_row(row)
+        if deleted.recipe.get("image_prompt"):  # the member's own picture goes too, unless a 🔄 of it still needs it
+            await self.release_prompt_images([deleted.recipe["image_prompt"]], now=now)
+        return deleted
 
     # --- messages showing a job ------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 WINDOW = 12  # companions come from the next WINDOW queued jobs after the head, so none jumps far ahead
 
-# Operation families that can share a call, by job kind. Upscales (and outpaints, later) always run alone.
+# Operation families that can share a call, by job kind. Upscales and outpaints (zoom, pan) always run alone:
+# each has its own canvas and source, and one runs seldom enough that sharing a call would gain little.
 FAMILIES = {"imagine": "text-to-image", "reroll": "text-to-image", "variation": "image-to-image"}
 
 # Schedulers that draw one noise tensor (or one Brownian tree) for the whole batch: a job's images would depend on

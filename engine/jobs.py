@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("imagine", "reroll", "variation", "upscale")
+KINDS = ("imagine", "reroll", "variation", "upscale", "zoom", "pan")
+PAN_DIRECTIONS = ("left", "right", "up", "down")  # which way a pan extends the canvas
+MAX_ZOOM = 2.0  # Zoom Out goes from just over 1x to 2x
 # The aspect ratios the bot offers; the engine warms these up when IMAGINE_COMPILE is on.
 ASPECT_CHOICES = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "9:21", "21:9")
 MAX_SEED = 2**63 - 1  # fits a signed SQLite INTEGER
@@ -49,6 +51,9 @@ class Request:
     upscale: one seed; init_image at 2x its size (Lanczos, then a low-strength detail pass).
     For upscale, the size comes from init_image; width/height are not used. An image prompt is a variation of
     the member's picture.
+    zoom/pan: outpainting (engine/ops/outpaint.py). init_image is the source at its own size; width x height is the
+    canvas; `outpaint_box` says where the source goes in it (zoom: 1 < zoom <= 2, centred at 1/zoom its size; pan:
+    "left"/"right"/"up"/"down", flush against the opposite edge). One image per seed, as imagine; no strength.
     """
 
     kind: str
@@ -62,6 +67,8 @@ class Request:
     init_image: bytes | None = None
     strength: float | None = None
     image_weight: float | None = None  # an image prompt's --iw (it gave `strength`); recorded in the PNGs
+    zoom: float | None = None  # kind zoom: how far to zoom out, 1 < zoom <= 2; recorded in the PNGs
+    pan: str | None = None  # kind pan: one of PAN_DIRECTIONS; recorded in the PNGs
     model: str = ""  # a configured model name (Engine.models); "" = the default model
     loras: tuple[tuple[str, float], ...] = ()  # (name, weight): LoRA file stems in IMAGINE_LORA_DIR (Engine.loras)
 
@@ -82,7 +89,7 @@ class Request:
         for seed in self.seeds:
             if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
                 raise ValueError(f"seeds must be whole numbers from 0 to 2**63-1, got {seed!r}")
-        if self.kind in ("variation", "upscale") and not self.init_image:
+        if self.kind in ("variation", "upscale", "zoom", "pan") and not self.init_image:
             raise ValueError(f"{self.kind} needs init_image (the PNG bytes of the chosen image)")
         if self.kind in ("imagine", "reroll") and self.init_image is not None:
             raise ValueError(f"{self.kind} takes no init_image; use variation or upscale")
@@ -90,6 +97,19 @@ class Request:
             raise ValueError(f"strength must be in (0, 1], e.g. 0.35 subtle or 0.7 strong, got {self.strength}")
         if self.kind == "variation" and self.strength is None:
             raise ValueError("variation needs strength, e.g. 0.35 (subtle) or 0.7 (strong)")
+        if self.kind in ("zoom", "pan") and self.strength is not None:
+            raise ValueError(f"{self.kind} takes no strength: the new area is painted from noise")
+        if self.kind == "zoom":
+            if self.zoom is None or isinstance(self.zoom, bool) or not 1.0 < self.zoom <= MAX_ZOOM:
+                raise ValueError(f"zoom must be greater than 1 and at most {MAX_ZOOM:g}, e.g. 1.5 or 2, "
+                                 f"got {self.zoom!r}")
+        elif self.zoom is not None:
+            raise ValueError(f"only a zoom job takes zoom, not {self.kind}")
+        if self.kind == "pan":
+            if self.pan not in PAN_DIRECTIONS:
+                raise ValueError(f"pan must be one of {', '.join(PAN_DIRECTIONS)}, got {self.pan!r}")
+        elif self.pan is not None:
+            raise ValueError(f"only a pan job takes pan, not {self.kind}")
         # From a stored recipe the LoRAs come as JSON lists: keep them as (name, weight) tuples, hashable.
         object.__setattr__(self, "loras", tuple(tuple(lora) for lora in self.loras))
         if any(len(lora) != 2 for lora in self.loras):
@@ -128,6 +148,48 @@ class Result:
     elapsed: float  # seconds of generation
     model: str  # the configured name of the model that made it (ModelDefaults.name)
     scheduler: str
+
+
+def outpaint_box(kind: str, source_size: tuple[int, int], canvas_size: tuple[int, int], *,
+                 zoom: float | None = None, pan: str | None = None) -> tuple[int, int, int, int]:
+    """Where a zoom or pan puts its source in the canvas: (left, top, width, height) in canvas pixels.
+
+    zoom: the W x H source at round(W/zoom) x round(H/zoom), centred (the canvas may have another aspect).
+    pan: the source scaled by s = the canvas's kept side / the source's kept side (height for left/right, width for
+    up/down; s is 1 unless the canvas was scaled down to fit), flush against the edge opposite the direction
+    (pan right: on the left edge), centred on the other axis.
+
+    >>> outpaint_box("zoom", (512, 512), (512, 512), zoom=2)
+    (128, 128, 256, 256)
+    >>> outpaint_box("pan", (512, 512), (768, 512), pan="right")
+    (0, 0, 512, 512)
+    """
+    source_width, source_height = source_size
+    canvas_width, canvas_height = canvas_size
+    if kind == "zoom":
+        if zoom is None or not 1.0 < zoom <= MAX_ZOOM:
+            raise ValueError(f"zoom must be greater than 1 and at most {MAX_ZOOM:g}, got {zoom!r}")
+        width, height = round(source_width / zoom), round(source_height / zoom)
+        left, top = (canvas_width - width) // 2, (canvas_height - height) // 2
+    elif kind == "pan":
+        if pan not in PAN_DIRECTIONS:
+            raise ValueError(f"pan must be one of {', '.join(PAN_DIRECTIONS)}, got {pan!r}")
+        if pan in ("left", "right"):
+            width, height = round(source_width * canvas_height / source_height), canvas_height
+        else:
+            width, height = canvas_width, round(source_height * canvas_width / source_width)
+        left = {"left": canvas_width - width, "right": 0}.get(pan, (canvas_width - width) // 2)
+        top = {"up": canvas_height - height, "down": 0}.get(pan, (canvas_height - height) // 2)
+        if (width, height) == (canvas_width, canvas_height):
+            raise ValueError(f"a pan {pan} needs a canvas larger than the source that way, got the source "
+                             f"{source_width}x{source_height} and the canvas {canvas_width}x{canvas_height}")
+    else:
+        raise ValueError(f"only zoom and pan jobs place a source in a canvas, not {kind}")
+    if left < 0 or top < 0 or left + width > canvas_width or top + height > canvas_height:
+        raise ValueError(f"the source {source_width}x{source_height} at {width}x{height} does not fit in the canvas "
+                         f"{canvas_width}x{canvas_height}; zoom out further, or choose an aspect ratio closer to "
+                         "the source's")
+    return left, top, width, height
 
 
 def size_for_aspect(native: int, aspect: str) -> tuple[int, int]:

@@ -6,9 +6,9 @@
     model.use_loras((("ink", 0.8),), lora_dir) # each LoRA loaded once as an adapter; activated for the next call
 
 Loading lives here, running in engine/pipeline.py: a LoadedModel is what the operations run on (its text-to-image
-pipeline, its image-to-image sibling made with `from_pipe`, its safety checker, fast path and previewer). Only the
-engine's worker thread calls into this module, so no locks are needed; `Models.loaded` is a tuple the event loop may
-read at any time.
+pipeline, its image-to-image and inpainting siblings made with `from_pipe`, its safety checker, fast path and
+previewer). Only the engine's worker thread calls into this module, so no locks are needed; `Models.loaded` is a
+tuple the event loop may read at any time.
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, DiffusionPipeline
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+)
 
 from engine import fastpath, preview
 from engine.jobs import JobFailed, ModelDefaults
@@ -181,7 +186,7 @@ class LoadedModel:
     fast: fastpath.FastPath
     previewer: Callable
     hash: str | None  # the "Model hash" of its weights file, None when there is none to read
-    inpaint: DiffusionPipeline | None = None  # hook: an inpainting sibling (from_pipe) for outpainting, once it lands
+    inpaint: DiffusionPipeline | None = None  # its inpainting sibling (zoom, pan); None with IMAGINE_INPAINT_MODEL
     adapters: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -211,9 +216,7 @@ class LoadedModel:
         if checker is not None:  # its "black image will be returned" warning is not true of our use
             logging.getLogger(type(checker).__module__).setLevel(logging.ERROR)
 
-        # 3. The image-to-image sibling on the same weights (nothing is loaded twice). Outpainting's inpainting
-        #    sibling (issue 9) belongs here as well: AutoPipelineForInpainting.from_pipe(t2i), kept in `inpaint`
-        #    (close() drops it with the others), placed and configured below like i2i.
+        # 3. The image-to-image sibling on the same weights (nothing is loaded twice).
         i2i = AutoPipelineForImage2Image.from_pipe(t2i)
 
         # 4. Placement: whole pipeline on the device, or model CPU offload (each model visits the GPU in turn).
@@ -231,9 +234,16 @@ class LoadedModel:
         fast = fastpath.prepare(settings, t2i, i2i, device, dtype)
         previewer = preview.load(settings, t2i, device, dtype)
 
+        # 6. The inpainting sibling of zoom and pan, made after the fast path so that it shares its VAE and compiled
+        #    modules (nothing is loaded twice); none when IMAGINE_INPAINT_MODEL serves every model (the Runner's).
+        inpaint = None
+        if not settings.inpaint_model:
+            inpaint = AutoPipelineForInpainting.from_pipe(t2i)
+            inpaint.set_progress_bar_config(disable=not settings.progress_bar)
+
         weights = weights_file(source)
         model = cls(name, source, defaults, t2i, i2i, checker, feature_extractor, fast, previewer,
-                    file_hash(weights) if weights else None)
+                    file_hash(weights) if weights else None, inpaint)
         log.info("loaded model %s (%s) in %.1fs", name, source, time.perf_counter() - started)
         return model
 

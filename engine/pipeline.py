@@ -1,4 +1,5 @@
-"""The GPU side proper: hold the loaded models (engine/models.py), dispatch imagine / variation / upscale to them.
+"""The GPU side proper: hold the loaded models (engine/models.py), dispatch imagine / variation / upscale /
+outpaint to them.
 
 Only the engine's worker thread imports this module and calls into a Runner, so no locks are needed here.
 Each operation is a module of its own in engine/ops/, reading top to bottom with numbered steps, like diffusers'
@@ -15,7 +16,7 @@ from dataclasses import replace
 from typing import Callable
 
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import AutoPipelineForInpainting, DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
@@ -25,6 +26,7 @@ from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Request, Result
 from engine.models import LoadedModel, Models, free_memory
 from engine.ops.common import Cancelled, Report, output_size
 from engine.ops.imagine import imagine
+from engine.ops.outpaint import outpaint
 from engine.ops.upscale import upscale
 from engine.ops.variation import variation
 from engine.settings import EngineSettings
@@ -91,12 +93,12 @@ def resolve_max_batch(setting: int | None, device: str, pipeline_class: str, def
 
 
 class Runner:
-    """Owns the loaded models (engine/models.py) and the optional upscaler, and dispatches each call to its
-    operation (engine/ops/) on the model the call names. `t2i`, `i2i`, `checker`, `defaults`... are the current
-    model's: the one the call in progress runs on."""
+    """Owns the loaded models (engine/models.py), the optional upscaler and dedicated inpainting model, and
+    dispatches each call to its operation (engine/ops/) on the model the call names. `t2i`, `i2i`, `inpaint`,
+    `checker`, `defaults`... are the current model's: the one the call in progress runs on."""
 
     def __init__(self, settings: EngineSettings, device: str, dtype: torch.dtype, models: Models,
-                 upscaler: DiffusionPipeline | None) -> None:
+                 upscaler: DiffusionPipeline | None, inpaint_model: DiffusionPipeline | None = None) -> None:
         self.settings = settings
         self.device = device
         self.dtype = dtype
@@ -104,6 +106,7 @@ class Runner:
         self.models = models
         self.upscaler = upscaler
         self.current: LoadedModel | None = None
+        self.inpaint_model = inpaint_model  # IMAGINE_INPAINT_MODEL's pipeline, shared by every model
         self._offloaded_pipe: DiffusionPipeline | None = None
         # One number for every model, so that any batch the store plans fits whichever model it names.
         self.max_batch = min(resolve_max_batch(settings.max_batch, device, models.pipeline_classes[name], defaults)
@@ -137,15 +140,23 @@ class Runner:
                 upscaler.to(device)
             upscaler.set_progress_bar_config(disable=not settings.progress_bar)
 
-        # 4. The default model on the device (engine/models.py: pipelines, siblings, checker, fast path, previewer;
+        # 4. Optional dedicated inpainting model for zoom and pan (IMAGINE_INPAINT_MODEL), shared by every model;
+        #    without it each loaded model makes its own inpainting sibling on its weights (engine/models.py).
+        inpaint_model = None
+        if settings.inpaint_model:
+            inpaint_model = _load_inpaint_model(settings.inpaint_model, dtype, device,
+                                                settings.cpu_offload and device != "cpu")
+            inpaint_model.set_progress_bar_config(disable=not settings.progress_bar)
+
+        # 5. The default model on the device (engine/models.py: pipelines, siblings, checker, fast path, previewer;
         #    with IMAGINE_COMPILE its menu is compiled now); the others load when a job names them.
-        runner = cls(settings, device, dtype, models, upscaler)
+        runner = cls(settings, device, dtype, models, upscaler, inpaint_model)
         runner.current = models.get(models.default)
         return runner
 
     def close(self) -> None:
         """Drop the models and the upscaler and give their memory back."""
-        self.current = self._offloaded_pipe = self.upscaler = None
+        self.current = self._offloaded_pipe = self.upscaler = self.inpaint_model = None
         self.models.close()
         free_memory(self.device)
 
@@ -158,6 +169,11 @@ class Runner:
     @property
     def i2i(self) -> DiffusionPipeline:
         return self.current.i2i
+
+    @property
+    def inpaint(self) -> DiffusionPipeline:
+        """Zoom and pan's inpainting pipeline: IMAGINE_INPAINT_MODEL's, else the current model's sibling."""
+        return self.inpaint_model if self.inpaint_model is not None else self.current.inpaint
 
     @property
     def checker(self):
@@ -234,6 +250,8 @@ class Runner:
                 (result,) = imagine(self, [request], [cancel], [report])
             elif request.kind == "variation":
                 (result,) = variation(self, [request], [cancel], [report])
+            elif request.kind in ("zoom", "pan"):
+                result = outpaint(self, request, cancel, report)
             else:
                 result = upscale(self, request, cancel, report)
         except Cancelled as e:
@@ -297,6 +315,26 @@ class Runner:
 
 
 # -- small helpers --------------------------------------------------------------------------------------------------
+
+
+def _load_inpaint_model(name: str, dtype: torch.dtype, device: str, offload: bool) -> DiffusionPipeline:
+    """IMAGINE_INPAINT_MODEL: a dedicated inpainting pipeline; its own safety checker is detached (ours runs)."""
+    try:
+        inpaint = AutoPipelineForInpainting.from_pretrained(name, dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise RuntimeError(
+            f"could not load IMAGINE_INPAINT_MODEL={name!r}: it must be a Hugging Face hub id or a local folder with a "
+            f"diffusers inpainting model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
+    if getattr(inpaint, "safety_checker", None) is not None:
+        inpaint.register_modules(safety_checker=None)
+        if "requires_safety_checker" in inpaint.config:
+            inpaint.register_to_config(requires_safety_checker=False)
+    if offload:
+        inpaint.enable_model_cpu_offload(device=device)
+    else:
+        inpaint.to(device)
+    return inpaint
 
 
 def _oom_message(request: Request, size: tuple[int, int]) -> str:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from engine.jobs import ModelDefaults, Request, Result
 
-VERSION = 2  # raise with any change below; bot and replicas must run the same code (2: several models, LoRAs)
+# Raise with any change below; bot and replicas must run the same code. 2: Request gained zoom and pan (their
+# kinds). 3: several models and LoRAs (Request.model/loras, About.models/loras/loaded, Step.loading, Done.loaded).
+VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class EngineSettings:
     guidance: float | None = None  # IMAGINE_GUIDANCE (None: per-model default)
     size: int | None = None  # IMAGINE_SIZE: native side in px (None: per-model default)
     upscaler_model: str | None = None  # IMAGINE_UPSCALER_MODEL: optional dedicated upscaler pipeline
+    inpaint_model: str | None = None  # IMAGINE_INPAINT_MODEL: optional dedicated inpainting model for zoom and pan
     upscale_strength: float = 0.3  # IMAGINE_UPSCALE_STRENGTH: img2img strength of the upscale detail pass
     preview_every: int = 5  # IMAGINE_PREVIEW_EVERY: steps between previews (0 = none)
     max_batch: int | None = None  # IMAGINE_MAX_BATCH: jobs per pipeline call (1 = no batching; None = per device/model)

@@ -5,7 +5,10 @@ through `AutoPipelineForText2Image.from_pretrained(folder)` exactly like a real 
 pictures, not foxes, but it runs the same code paths (text encoder, UNet, scheduler, VAE with vae_scale_factor 8,
 optional safety checker) in a few seconds on a laptop CPU.
 
-    python -m engine.tiny OUT_DIR [--safety-checker] [--flag-everything] [--seed N]
+    python -m engine.tiny OUT_DIR [--safety-checker] [--flag-everything] [--inpaint] [--seed N]
+
+`--inpaint` (inpaint=True) writes a StableDiffusionInpaintPipeline instead, whose UNet takes 9 channels (latents,
+mask, masked image) like stable-diffusion-inpainting, for IMAGINE_INPAINT_MODEL.
 
 `write_tiny_preview_model` writes a tiny TAESD-shaped AutoencoderTiny for IMAGINE_PREVIEW_MODEL, `write_tiny_vae`
 a second tiny AutoencoderKL for IMAGINE_VAE_MODEL, and `write_tiny_lora` a LoRA .safetensors for IMAGINE_LORA_DIR.
@@ -24,6 +27,7 @@ from diffusers import (
     AutoencoderKL,
     AutoencoderTiny,
     EulerDiscreteScheduler,
+    StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
@@ -69,11 +73,12 @@ def _write_tokenizer_files(folder: Path) -> None:
 
 
 def write_tiny_pipeline(path: str | Path, *, safety_checker: bool = False, flag_everything: bool = False,
-                        seed: int = SEED) -> Path:
+                        inpaint: bool = False, seed: int = SEED) -> Path:
     """Write a tiny StableDiffusionPipeline to `path` and return the folder.
 
     safety_checker=True adds a tiny StableDiffusionSafetyChecker and CLIPImageProcessor, like SD 1.5 ships;
     flag_everything=True sets the checker's thresholds so that every image is flagged (to test blurring).
+    inpaint=True writes a StableDiffusionInpaintPipeline with a 9-channel UNet (4 latent + 1 mask + 4 masked image).
     Another `seed` gives another model: the same shapes with other random weights (for several models).
     """
     if flag_everything and not safety_checker:
@@ -82,8 +87,8 @@ def write_tiny_pipeline(path: str | Path, *, safety_checker: bool = False, flag_
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
 
-    # 1. Denoiser: two resolution levels, 32 and 64 channels.
-    unet = _tiny_unet()
+    # 1. Denoiser: two resolution levels, 32 and 64 channels; an inpainting UNet also sees the mask and masked image.
+    unet = _tiny_unet(in_channels=9 if inpaint else 4)
 
     # 2. VAE with four blocks, so vae_scale_factor = 2 ** (4 - 1) = 8 as in real SD; its sample_size is also the
     #    tile size when VAE tiling is on.
@@ -138,7 +143,8 @@ def write_tiny_pipeline(path: str | Path, *, safety_checker: bool = False, flag_
             image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
         )
 
-    pipe = StableDiffusionPipeline(
+    pipeline_class = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    pipe = pipeline_class(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,
@@ -155,12 +161,12 @@ def write_tiny_pipeline(path: str | Path, *, safety_checker: bool = False, flag_
     return path
 
 
-def _tiny_unet(block_out_channels: tuple[int, int] = (32, 64)) -> UNet2DConditionModel:
+def _tiny_unet(block_out_channels: tuple[int, int] = (32, 64), in_channels: int = 4) -> UNet2DConditionModel:
     return UNet2DConditionModel(
         block_out_channels=block_out_channels,
         layers_per_block=1,
         sample_size=UNET_SAMPLE_SIZE,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -246,10 +252,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--safety-checker", action="store_true", help="include a tiny safety checker")
     parser.add_argument("--flag-everything", action="store_true", help="the checker flags every image")
+    parser.add_argument("--inpaint", action="store_true", help="an inpainting pipeline (9-channel UNet)")
     parser.add_argument("--seed", type=int, default=SEED, help="another seed writes a model with other weights")
     args = parser.parse_args(argv)
     folder = write_tiny_pipeline(args.out_dir, safety_checker=args.safety_checker or args.flag_everything,
-                                 flag_everything=args.flag_everything, seed=args.seed)
+                                 flag_everything=args.flag_everything, inpaint=args.inpaint, seed=args.seed)
     print(folder)
 
 

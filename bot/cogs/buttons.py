@@ -1,4 +1,4 @@
-"""Grid and upscale buttons that keep working after a restart: their custom ids carry the job and action."""
+"""What the buttons of a job's message do (the buttons themselves, and their custom ids, are bot/views.py)."""
 
 from __future__ import annotations
 
@@ -11,66 +11,32 @@ from bot import admission
 from bot.cogs.queue import cancel_job
 from bot.errors import UserError
 from bot.replies import report_error
-
-# action -> (label, emoji, style)
-ACTIONS = {
-    "u": ("U{n}", None, discord.ButtonStyle.secondary),
-    "v": ("V{n}", None, discord.ButtonStyle.secondary),
-    "r": (None, "🔄", discord.ButtonStyle.secondary),
-    "vs": ("Vary (Subtle)", "🪄", discord.ButtonStyle.secondary),
-    "vx": ("Vary (Strong)", "🪄", discord.ButtonStyle.secondary),
-    "x": ("Cancel", None, discord.ButtonStyle.danger),
-}
-
-
-# A job id has at most 18 digits, so that any id a custom_id can carry fits SQLite's 64-bit INTEGER.
-TEMPLATE = r"imagine:(?P<action>u|v|r|vs|vx|x):(?P<job>[1-9][0-9]{0,17}):(?P<index>[0-4])"
-
-
-class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
-    """``imagine:<action>:<job id>:<image index>``; everything else is read from the store on each click."""
-
-    def __init__(self, action: str, job_id: int, index: int, *, row: int | None = None) -> None:
-        label, emoji, style = ACTIONS[action]
-        super().__init__(
-            discord.ui.Button(
-                label=label.format(n=index) if label else None,
-                emoji=emoji,
-                style=style,
-                custom_id=f"imagine:{action}:{job_id}:{index}",
-                row=row,
-            )
-        )
-        self.action = action
-        self.job_id = job_id
-        self.index = index
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /):
-        return cls(match["action"], int(match["job"]), int(match["index"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            if self.action == "x":
-                await cancel_job(interaction, self.job_id)
-            else:
-                await admission.click(interaction, self.action, self.job_id, self.index)
-        except Exception as error:
-            await report_error(interaction, error)
+from bot.views import JobButton
 
 
 class Buttons(commands.Cog):
-    """Answers the clicks discord.py itself drops: a custom_id the clicked message doesn't carry.
+    """What the job buttons (bot/views.py JobButton) and the modals they open do.
 
-    Official clients only send the custom_id of a button they show, but Discord doesn't check it, so a modified
-    client can send any. discord.py calls a DynamicItem only for a custom_id that is on the message and ignores the
-    rest, which leaves the member with "This interaction failed"; here they get a private refusal instead.
+    It also answers the clicks discord.py itself drops: a custom_id the clicked message doesn't carry. Official
+    clients only send the custom_id of a button they show, but Discord doesn't check it, so a modified client can
+    send any. discord.py calls a DynamicItem only for a custom_id that is on the message and ignores the rest, which
+    leaves the member with "This interaction failed"; here they get a private refusal instead.
     """
+
+    async def clicked(self, interaction: discord.Interaction, action: str, job_id: int, index: int) -> None:
+        """A JobButton was clicked (its callback comes here through the client)."""
+        try:
+            if action == "x":
+                await cancel_job(interaction, job_id)
+            else:
+                await admission.click(interaction, action, job_id, index)
+        except Exception as error:
+            await report_error(interaction, error)
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type is discord.InteractionType.modal_submit:
-            await self.remix_submitted(interaction)
+            await self.modal_submitted(interaction)
             return
         if interaction.type is not discord.InteractionType.component or interaction.message is None:
             return
@@ -86,17 +52,22 @@ class Buttons(commands.Cog):
         except Exception as error:
             await report_error(interaction, error)
 
-    async def remix_submitted(self, interaction: discord.Interaction) -> None:
-        """A "Remix" modal (bot/admission.py remix_modal) was submitted: answered from its custom_id alone, so that
-        a modal opened before a restart still works after it."""
+    async def modal_submitted(self, interaction: discord.Interaction) -> None:
+        """A "Remix" or "Custom Zoom" modal (bot/admission.py remix_modal, zoom_modal) was submitted: answered from
+        its custom_id alone, so that a modal opened before a restart still works after it."""
         data = interaction.data or {}
-        match = re.fullmatch(admission.REMIX_TEMPLATE, data.get("custom_id", ""))
-        if match is None:
+        custom_id = data.get("custom_id", "")
+        remix = re.fullmatch(admission.REMIX_TEMPLATE, custom_id)
+        zoom = re.fullmatch(admission.ZOOM_TEMPLATE, custom_id)
+        if remix is None and zoom is None:
             return
         text = next((value for custom_id, value in _submitted(data.get("components", []))
                      if custom_id == admission.REMIX_INPUT), "")
         try:
-            await admission.remix(interaction, match["action"], int(match["job"]), int(match["index"]), text)
+            if remix is not None:
+                await admission.remix(interaction, remix["action"], int(remix["job"]), int(remix["index"]), text)
+            else:
+                await admission.custom_zoom(interaction, int(zoom["job"]), text)
         except Exception as error:
             await report_error(interaction, error)
 

@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot import image_prompt
 from bot.admission import submit
+from bot.backend import offered
 from bot.parsing import ASPECT_CHOICES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, BadInput, parse_imagine
 from bot.replies import tell
 
@@ -49,6 +50,7 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         # One read before the answer: a refusal of what the member typed (their suffix included) stays private.
+        defaults = offered(self.bot.engine)
         preferences = await self.bot.store.preferences(interaction.guild_id, interaction.user.id)
         picture = None
         if image is not None:
@@ -58,7 +60,7 @@ class Imagine(commands.Cog):
         try:
             recipe = parse_imagine(
                 prompt,
-                self.bot.engine.defaults,
+                defaults,
                 negative=negative,
                 aspect=aspect,
                 seed=seed,

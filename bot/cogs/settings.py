@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.backend import offered
 from bot.errors import UserError
 from bot.parsing import ASPECT_CHOICES, MAX_STEPS, MAX_SUFFIX, BadInput, find_banned, parse_imagine, parse_suffix
 from bot.replies import NO_PINGS, report_error, tell
@@ -155,7 +156,7 @@ class Settings(commands.Cog):
         try:
             # The suffix goes through the checks of /imagine text: its flags and their values, banned words.
             words, _flags = parse_suffix(text)
-            parse_imagine("a picture", self.bot.engine.defaults, suffix=text, max_steps=MAX_STEPS)
+            parse_imagine("a picture", offered(self.bot.engine), suffix=text, max_steps=MAX_STEPS)
         except BadInput as error:
             await tell(interaction, str(error))
             return

@@ -47,3 +47,13 @@ async def test_buttons_of_a_grid_whose_images_were_cleaned_up_say_so_privately(d
 
     await refused_privately(await discord.click(discord.alice, grid, "U1"), "cleaned up")
     assert await bot.store.unfinished_jobs() == []
+
+
+async def test_a_click_over_the_members_hourly_limit_is_refused_privately_before_any_thinking(discord, bot):
+    """With one job per hour in #general, alice's U1 on her own grid is refused with the limit named, privately and
+    at once (no public "thinking…" shown and taken back); nothing is queued."""
+    await bot.store.set_limit(discord.guild.id, discord.channel("general").id, "jobs_per_hour", 1)
+    grid = await make_grid(discord, discord.alice, "general")
+
+    await refused_privately(await discord.click(discord.alice, grid, "U1"), "1 request per hour")
+    assert await bot.store.unfinished_jobs() == []

@@ -50,7 +50,9 @@ async def test_u2_upscales_the_second_image_twice_as_large(discord, bot):
     assert "Seed: 43" in read_parameters(upscale.attachments[0].data)
     assert f"<@{discord.bob.id}>" in upscale.content  # whoever clicks owns the new job
     assert "image #2 of job" in {f["name"]: f["value"] for f in upscale.embeds[0]["fields"]}["From"]
-    assert [b["label"] for b in upscale.buttons] == ["Vary (Subtle)", "Vary (Strong)"]
+    assert [b.get("label") or b["emoji"]["name"] for b in upscale.buttons] == [
+        "Vary (Subtle)", "Vary (Strong)", "Zoom Out 2x", "Zoom Out 1.5x", "Custom Zoom", "⬅️", "➡️", "⬆️", "⬇️"]
+    assert [len(row["components"]) for row in upscale.components] == [2, 3, 4]  # two rows under Vary
 
 
 async def test_the_posted_grid_and_upscale_carry_their_recipe(discord, bot):

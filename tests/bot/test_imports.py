@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +30,39 @@ def test_the_ray_client_needs_no_gpu_stack():
         "from bot import config\n"
         "from bot.__main__ import backend\n"
         "settings = config.Settings.from_env({'DISCORD_TOKEN': 't', 'IMAGINE_BACKEND': 'ray', 'RAY_ADDRESS': 'x:1'})\n"
-        "client = backend(settings)\n"
+        "client = backend(settings, None)\n"
         "assert type(client).__name__ == 'RayBackend', client\n"
         "import engine.serve, engine.protocol\n"
         "heavy = sorted(n for n in ('torch', 'diffusers', 'transformers') if n in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_what_a_job_looks_like_imports_no_cog_and_nothing_that_leads_back_to_it():
+    """bot/render.py and bot/views.py import no cog, and no module they import (TYPE_CHECKING imports included)
+    imports them back: the layers point one way (STYLE.md), the import circle through render is open."""
+    graph = {}
+    for path in (REPO / "bot").rglob("*.py"):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bot"):
+                imported |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names if alias.name.startswith("bot")}
+        graph[module] = imported
+
+    def reachable(start):
+        seen, todo = set(), [start]
+        while todo:
+            for name in graph.get(todo.pop(), ()):
+                if name in graph and name not in seen:
+                    seen.add(name)
+                    todo.append(name)
+        return seen
+
+    for module in ("bot.render", "bot.views"):
+        below = reachable(module)
+        assert not any(name.startswith("bot.cogs") for name in below), (module, sorted(below))
+        assert module not in below, f"{module} imports itself back through {sorted(below)}"

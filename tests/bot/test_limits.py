@@ -33,7 +33,7 @@ async def test_moderator_limit_of_two_per_hour_refuses_the_third_with_a_retry_ti
     third = await discord.slash(discord.alice, "art", "imagine", prompt="a third fox")
 
     refusal = await third.wait_for(lambda m: m.ephemeral)
-    assert "2 requests per hour" in refusal.content
+    assert "2 requests per hour" in refusal.content and (await third.acked()).type == 4  # private from the start
     retry_at = int(re.search(r"<t:(\d+):R>", refusal.content).group(1))
     assert retry_at > discord.now() + 3000  # about an hour after the first job
     assert not any(m.content and "a third fox" in m.content for m in discord.messages("art") if not m.ephemeral)
@@ -51,7 +51,7 @@ async def test_banned_word_is_refused_and_named(discord, bot):
     run = await discord.slash(discord.alice, "general", "imagine", prompt="A RED FOX in snow")
     refusal = await run.wait_for(lambda m: m.ephemeral)
     assert "red fox" in refusal.content
-    assert run.original is None or run.original.deleted  # the public "thinking…" message is gone
+    assert (await run.acked()).type == 4  # answered with the private message itself: no public "thinking…" first
 
     fine = await discord.slash(discord.alice, "general", "imagine", prompt="a redder foxglove")
     await fine.wait_for(has_grid, GRID_TIMEOUT)

@@ -92,3 +92,17 @@ def test_a_remix_text_parses_back_to_the_same_recipe(text):
     assert {k: v for k, v in again.items() if k != "seeds"} == {k: v for k, v in recipe.items() if k != "seeds"}
     assert remix_text(parse_imagine("a red fox --ar 3:2 --no text", SD15).to_dict(), SD15) == \
         "a red fox --ar 3:2 --no text"
+
+
+def test_zoom_is_read_only_in_the_custom_zoom_box():
+    """--zoom is refused in a prompt with a sentence saying where it works; Custom Zoom reads it (1 < zoom <= 2)."""
+    with pytest.raises(BadInput, match=r"`--zoom` is not an option of a prompt: it works in the Custom Zoom box"):
+        parse_imagine("a fox --zoom 2", SD15)
+    zoomed = parse_imagine("a fox --ar 16:9 --zoom 1.25", SD15, custom_zoom=True)
+    assert (zoomed.prompt, zoomed.aspect, zoomed.zoom) == ("a fox", "16:9", 1.25)
+    assert zoomed.to_dict()["zoom"] == 1.25 and "zoom" not in parse_imagine("a fox", SD15).to_dict()
+    for text, says in [("a fox --zoom 1", "more than 1 and at most 2"), ("a fox --zoom 2.5", "got 2.5"),
+                       ("a fox --zoom nan", "more than 1"), ("a fox --zoom wide", "got `wide`"),
+                       ("a fox", "Custom Zoom needs `--zoom`")]:
+        with pytest.raises(BadInput, match=says):
+            parse_imagine(text, SD15, custom_zoom=True)

@@ -10,7 +10,7 @@ import unicodedata
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.cogs.buttons import ACTIONS, JobButton
+from bot.views import ACTIONS, JobButton
 from bot.errors import InvalidLimit
 from bot.image_prompt import MAX_SIDE, own_aspect
 from bot.parsing import ASPECT_CHOICES, MAX_GUIDANCE, MAX_PROMPT, MAX_SEED, BadInput, parse_imagine

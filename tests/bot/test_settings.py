@@ -98,4 +98,5 @@ async def test_remix_opens_the_prompt_to_edit_and_refuses_a_banned_word(discord,
     refused = await discord.submit_modal(vary, {"prompt": "a grey wolf --ar 3:2"})
     refusal = await refused.wait_for(lambda m: "wolf" in m.content)
     assert refusal.ephemeral and all(m.ephemeral for m in refused.messages)
+    assert (await refused.acked()).type == 4  # no public "thinking…" shown and taken back
     assert await bot.store.unfinished_jobs() == []

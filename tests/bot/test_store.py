@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import random
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -82,6 +83,58 @@ async def test_database_at_an_earlier_version_is_migrated_keeping_its_jobs(tmp_p
         assert [job.id for job in (await store.recover(now=T0 + 2)).queued] == [job_id]
         await store.set_limit(1, None, "max_steps", 30)  # the newest tables work too
     assert user_version(path) == len(MIGRATIONS)
+
+
+def dump(path):
+    """Every row of jobs and job_messages, and the jobs indexes' SQL, as plain values."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        jobs = db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+        columns = [column[1] for column in db.execute("PRAGMA table_info(jobs)")]
+        messages = db.execute("SELECT * FROM job_messages ORDER BY message_id").fetchall()
+        indexes = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'"
+                                  " AND sql IS NOT NULL"))
+    return columns, jobs, messages, indexes
+
+
+async def test_a_database_at_the_0005_schema_upgrades_to_zoom_and_pan_with_its_jobs_intact(tmp_path):
+    """0006 rebuilds jobs for the zoom and pan kinds: every row, column, index and reference is kept, and new kinds
+    are then accepted (before, the CHECK refused them); foreign keys are enforced again afterwards."""
+    path = tmp_path / "imagine.db"
+    async with await Store.open(path, migrations_dir=migrations_dir_with(tmp_path, MIGRATIONS[:5])) as store:
+        grid = await queue(store, 7, interaction_token="t", token_expires_at=T0 + 900)
+        await store.claim_next(now=T0 + 1)
+        await store.finish_job(grid.id, images=[b"1", b"2", b"3", b"4"], grid=b"g", result={"seeds": [1, 2, 3, 4]},
+                               now=T0 + 2)
+        await store.set_message(grid.id, 555)
+        await store.add_message(grid.id, 556, 10)  # a /show of it
+        upscale = await store.admit(kind="upscale", user_id=8, guild_id=1, channel_id=10, limits=OPEN, now=T0 + 3,
+                                    recipe={"prompt": "a cat", "source_job": grid.id, "source_index": 2},
+                                    parent_id=grid.id)
+        await store.claim_next(now=T0 + 4)
+        await store.finish_job(upscale.id, images=[b"u"], grid=None, result={}, now=T0 + 5)
+        await store.delete_images(upscale.id, now=T0 + 6)
+        failed = await queue(store, 7, now=T0 + 7)
+        await store.claim_next(now=T0 + 8)
+        await store.fail_job(failed.id, "it broke", now=T0 + 9)
+        await queue(store, 9, now=T0 + 10)  # still waiting
+        with pytest.raises(sqlite3.IntegrityError):  # the 0005 schema knows no zoom
+            await store.admit(kind="zoom", user_id=9, guild_id=1, channel_id=10, recipe={"prompt": "a cat"},
+                              limits=OPEN, now=T0 + 11)
+    columns, jobs, messages, indexes = dump(path)
+    assert user_version(path) == 5 and len(jobs) == 4 and len(indexes) == 7
+
+    async with await Store.open(path) as store:
+        assert dump(path) == (columns, jobs, messages, indexes)  # every column in its place, every row as it was
+        assert (await store.job_for_message(556)).id == grid.id
+        assert (await store.get_job(upscale.id)).images_deleted_at == T0 + 6
+        zoom = await store.admit(kind="zoom", user_id=9, guild_id=1, channel_id=10, limits=OPEN, now=T0 + 12,
+                                 recipe={"prompt": "a cat", "zoom": 2.0}, parent_id=upscale.id)
+        assert zoom.id == failed.id + 2 and zoom.kind == "zoom"
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):  # foreign keys are on again
+            await store.add_message(999, 557, 10)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
 async def test_newer_schema_is_refused_with_a_clear_message(tmp_path):
@@ -696,3 +749,37 @@ async def test_preferences_are_per_member_and_server_and_a_change_keeps_the_othe
     assert reset == Preferences(suffix="--no text")
     with pytest.raises(ValueError, match="'strong' or 'subtle'"):
         await store.set_preferences(1, 10, variation="wild")
+
+
+async def test_a_prompt_picture_goes_with_the_last_job_that_needs_it(tmp_path):
+    """An image prompt's picture stays while a job naming it is queued, or done with its images kept; deleting the
+    first job's images (❌) keeps it for its 🔄, deleting the 🔄's too removes it, and pruning removes the pictures
+    of pruned jobs and old pictures no job names (a refused prompt's), but not one kept a moment ago."""
+    images_dir = tmp_path / "pictures"
+    async with await Store.open(tmp_path / "imagine.db", images_dir=images_dir) as store:
+        key = await store.save_prompt_image(b"fox picture")
+        first = await queue(store, 1, recipe={"prompt": "a fox", "image_prompt": key})
+        reroll = await queue(store, 2, recipe={"prompt": "a fox", "image_prompt": key})
+        picture = images_dir / "prompts" / f"{key}.png"
+        for job in (first, reroll):
+            await store.claim_next(now=T0)
+            await store.finish_job(job.id, images=[b"a"], grid=None, result={}, now=T0)
+
+        await store.delete_images(first.id, now=T0 + 10)
+        assert picture.read_bytes() == b"fox picture"  # the reroll's 🔄 still starts from it
+        await store.delete_images(reroll.id, now=T0 + 20)
+        assert not picture.exists()
+
+        kept = await store.save_prompt_image(b"owl picture")
+        old = await queue(store, 3, recipe={"prompt": "an owl", "image_prompt": kept})
+        await store.claim_next(now=T0)
+        await store.finish_job(old.id, images=[b"a"], grid=None, result={}, now=T0)
+        orphan = await store.save_prompt_image(b"refused picture")
+        fresh = await store.save_prompt_image(b"just kept")
+        os.utime(images_dir / "prompts" / f"{orphan}.png", (T0, T0))
+        os.utime(images_dir / "prompts" / f"{kept}.png", (T0, T0))
+        os.utime(images_dir / "prompts" / f"{fresh}.png", (T0 + 4 * 86400, T0 + 4 * 86400))
+
+        assert await store.prune_images(older_than_days=3, now=T0 + 4 * 86400) == 1
+
+        assert sorted(path.stem for path in (images_dir / "prompts").glob("*.png")) == [fresh]

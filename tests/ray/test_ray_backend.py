@@ -59,6 +59,7 @@ async def backend(cluster):
     """The bot's Ray client, attached to the module's application (no redeploy)."""
     backend = RayBackend(RaySettings(address=cluster["address"], replicas=REPLICAS, gpus=0), cluster["engine"])
     await backend.start()
+    await asyncio.wait_for(backend.wait_ready(), SLOW)
     yield backend
     await backend.stop()
 
@@ -79,24 +80,112 @@ def fox(steps: int, seed: int = 1) -> Request:
     return Request("imagine", "a red fox", width=64, height=64, steps=steps, seeds=(seed, seed + 1, seed + 2, seed + 3))
 
 
-async def test_an_unreachable_cluster_at_start_up_is_one_line_per_try_backing_off(caplog):
-    """With nothing at RAY_ADDRESS, start() says so in one readable line per try, waits longer each time, and does
-    not give up (runs first in this module, before its cluster exists)."""
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # free, and nothing listens on it
+        return probe.getsockname()[1]  # free, and nothing listens on it
+
+
+async def test_an_unreachable_cluster_at_start_up_is_one_line_per_try_backing_off(caplog):
+    """With nothing at RAY_ADDRESS, start() returns at once with no capacity, then says so in one readable line per
+    try, waiting longer each time, never giving up; stop() ends the tries at once (runs first in this module,
+    before its cluster exists)."""
+    port = free_port()
     backend = RayBackend(RaySettings(address=f"127.0.0.1:{port}", gpus=0), EngineSettings())
-    starting = asyncio.create_task(backend.start())
+    await asyncio.wait_for(backend.start(), SLOW)
     try:
+        assert backend.capacity() == 0 and backend.defaults is None
         async with asyncio.timeout(SLOW):
             while len(tries := [r.getMessage() for r in caplog.records if "Can't reach the Ray" in r.getMessage()]) < 2:
                 await asyncio.sleep(0.05)  # polling the log for the second line
     finally:
-        starting.cancel()
+        await asyncio.wait_for(backend.stop(), SLOW)
     assert f"Can't reach the Ray cluster at 127.0.0.1:{port} (ConnectionError: nothing answers at" in tries[0]
     assert tries[0].endswith("trying again in 1 s.") and tries[1].endswith("trying again in 2 s.")
-    assert not starting.done() or starting.cancelled()
+    assert backend.capacity() == 0
     assert not ray.is_initialized()
+
+
+async def start_process(env: dict[str, str], log: Path):
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=REPO, env=os.environ | env,
+                                                    stdout=out, stderr=out)
+
+
+async def logged(log: Path, text: str) -> str:
+    """The first line of the bot's log holding `text`, once it is there."""
+    async with asyncio.timeout(SLOW):
+        while not (lines := [line for line in log.read_text(errors="replace").splitlines() if text in line]):
+            await asyncio.sleep(0.05)  # polling the log file for the line
+    return lines[0]
+
+
+async def stop_process(bot, log: Path) -> int | None:
+    """SIGTERM, as systemd would; the exit status (None if it had to be killed)."""
+    if bot.returncode is None:
+        bot.terminate()
+        try:
+            await asyncio.wait_for(bot.wait(), SLOW)
+        except TimeoutError:
+            bot.kill()
+            await bot.wait()
+            return None
+    return bot.returncode
+
+
+async def test_the_bot_starts_on_discord_while_the_cluster_is_down_and_refuses_prompts_it_cant_resolve(
+        discord, bot_env, tmp_path):
+    """`python -m bot` with IMAGINE_BACKEND=ray and nothing at RAY_ADDRESS: it connects to Discord anyway and says
+    so in its ready line, keeps trying the cluster (one line per try), refuses /imagine privately while no replica
+    has ever answered (it doesn't know the model's defaults), and a SIGTERM stops it at once."""
+    log = tmp_path / "bot.log"
+    env = bot_env | {"IMAGINE_BACKEND": "ray", "RAY_ADDRESS": f"127.0.0.1:{free_port()}", "IMAGINE_RAY_GPUS": "0"}
+    bot = await start_process(env, log)
+    try:
+        await discord.wait_for_connection(SLOW)
+        ready = await logged(log, "imagine-bot ready")
+        assert "ready: waiting for the image workers (no model known yet" in ready, ready
+        run = await discord.slash(discord.alice, "general", "imagine", prompt="a lighthouse")
+        refusal = await run.wait_for(lambda m: m.ephemeral, SLOW)
+        assert "image workers haven't answered since I started" in refusal.content
+        assert "nothing was queued" in refusal.content
+        assert not [m for m in discord.messages("general") if not m.ephemeral]
+        assert await stop_process(bot, log) == 0
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+        print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
+    output = log.read_text(errors="replace")
+    assert "Can't reach the Ray cluster at 127.0.0.1:" in output
+    assert "Traceback" not in output
+
+
+async def test_a_sigterm_stops_a_start_up_stuck_inside_ray_init(discord, bot_env, tmp_path):
+    """Something at RAY_ADDRESS that accepts connections but never answers holds ray.init for minutes; a SIGTERM
+    then stops `python -m bot` at once and cleanly (Ray's "SIGTERM handler is not set" notice is not shown)."""
+    accepted = asyncio.Event()
+
+    async def mute(reader, writer):
+        accepted.set()
+        await reader.read()  # never answers; the bot's end closes it
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    log = tmp_path / "bot.log"
+    env = bot_env | {"IMAGINE_BACKEND": "ray", "IMAGINE_RAY_GPUS": "0",
+                     "RAY_ADDRESS": f"127.0.0.1:{server.sockets[0].getsockname()[1]}"}
+    bot = await start_process(env, log)
+    try:
+        await asyncio.wait_for(accepted.wait(), SLOW)
+        assert await stop_process(bot, log) == 0
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+        server.close()
+        print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
+    output = log.read_text(errors="replace")
+    assert "Traceback" not in output and "SIGTERM handler is not set" not in output
 
 
 async def run_together(backend, job_ids, steps):
@@ -178,7 +267,8 @@ async def test_the_bot_on_ray_survives_its_replicas_being_killed_mid_job_and_ser
                                                                                       tmp_path):
     """`python -m bot` with IMAGINE_BACKEND=ray on the stand-in: the replicas' processes killed while alice's job
     runs put it back in the queue (her message says so), it finishes on a restarted replica with her grid, and U1
-    on that grid gives the upscale."""
+    on that grid gives the upscale. Restarted while the cluster is down, the bot still takes bob's prompt (it
+    remembers the model's defaults), says why it waits, and runs it once the cluster is back."""
     data = Path(bot_env["DATA_DIR"])
     data.mkdir(parents=True)
     async with await Store.open(data / "imagine.db", images_dir=data / "images") as store:  # as /limits would
@@ -186,11 +276,10 @@ async def test_the_bot_on_ray_survives_its_replicas_being_killed_mid_job_and_ser
     log = tmp_path / "bot.log"
     env = bot_env | {"IMAGINE_BACKEND": "ray", "RAY_ADDRESS": cluster["address"],
                      "IMAGINE_RAY_REPLICAS": str(REPLICAS), "IMAGINE_RAY_GPUS": "0"}
-    with log.open("ab") as out:
-        bot = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=REPO, env=os.environ | env,
-                                                   stdout=out, stderr=out)
+    bot = await start_process(env, log)
     try:
         await discord.wait_for_connection(SLOW)
+        await logged(log, "Ray backend ready")  # a first run takes prompts once a replica has answered
         run = await discord.slash(discord.alice, "general", "imagine", prompt="a lighthouse --steps 150")
         await run.wait_for(lambda m: "step" in m.content, SLOW)
         pids = replica_pids()
@@ -208,8 +297,55 @@ async def test_the_bot_on_ray_survives_its_replicas_being_killed_mid_job_and_ser
         assert (await click.acked()).elapsed < 3
         assert picture(await click.wait_for(has_upscale, SLOW)).size == (128, 128)
 
-        bot.terminate()  # a polite stop, as systemd would: the Ray client disconnects, the replicas stay up
-        assert await asyncio.wait_for(bot.wait(), SLOW) == 0
+        # A polite stop, as systemd would: the Ray client disconnects, the replicas stay up.
+        assert await stop_process(bot, log) == 0
+
+        # Started again while the cluster can't be reached: the defaults its replicas gave last time are
+        # remembered, so bob's prompt is taken and waits, his message saying why; nothing runs meanwhile.
+        bot = await start_process(env | {"RAY_ADDRESS": f"127.0.0.1:{free_port()}"}, log)
+        await discord.wait_for_connection(SLOW, identifies=2)
+        assert "(last seen: model " in await logged(log, "ready: waiting for the image workers")
+        waiting = await discord.slash(discord.bob, "general", "imagine", prompt="a harbour at dusk")
+        queued = await waiting.wait_for(lambda m: "can't be reached" in m.content, SLOW)
+        assert "your job keeps its place" in queued.content and not queued.ephemeral
+        assert await stop_process(bot, log) == 0
+
+        # The cluster back: bob's job runs and he gets his grid; nothing was lost.
+        bot = await start_process(env, log)
+        assert picture(await waiting.wait_for(has_grid, SLOW)).size == (128, 128)
+        assert await stop_process(bot, log) == 0
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+        print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
+
+
+async def test_the_application_gone_while_the_bot_runs_keeps_jobs_queued_until_it_is_back(cluster, discord, bot_env,
+                                                                                         tmp_path):
+    """The replicas lost while `python -m bot` runs (the Serve application deleted, as when the cluster's nodes go):
+    the bot says so once, a new prompt is queued with a message saying the workers can't be reached, and when
+    the application is deployed again the job runs and its member gets the grid (runs last: it redeploys the module's
+    application)."""
+    log = tmp_path / "bot.log"
+    env = bot_env | {"IMAGINE_BACKEND": "ray", "RAY_ADDRESS": cluster["address"],
+                     "IMAGINE_RAY_REPLICAS": str(REPLICAS), "IMAGINE_RAY_GPUS": "0"}
+    bot = await start_process(env, log)
+    try:
+        await discord.wait_for_connection(SLOW)
+        await logged(log, "Ray backend ready")
+        await asyncio.to_thread(serve.delete, APP)
+        await logged(log, "Lost the Ray cluster")
+
+        run = await discord.slash(discord.alice, "general", "imagine", prompt="a harbour in fog")
+        queued = await run.wait_for(lambda m: "can't be reached" in m.content, SLOW)
+        assert "your job keeps its place" in queued.content
+
+        await asyncio.to_thread(serve.run, application(cluster["engine"], replicas=REPLICAS, gpus=0, torch_threads=1,
+                                                       shutdown_timeout=30), name=APP, route_prefix=None)
+        assert picture(await run.wait_for(has_grid, SLOW)).size == (128, 128)
+        assert "is back: 2 replica(s)" in await logged(log, "The Ray cluster at")
+        assert await stop_process(bot, log) == 0
     finally:
         if bot.returncode is None:
             bot.kill()
