@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from engine.jobs import ModelDefaults, Request, Result
 
-# Raise with any change below; bot and replicas must run the same code. 2: zoom and pan; 3: several models, LoRAs.
+# Raise with any change below; bot and replicas must run the same code. 2: Request gained zoom and pan (their
+# kinds). 3: several models and LoRAs (Request.model/loras, About.models/loras/loaded, Step.loading, Done.loaded).
 VERSION = 3
 
 

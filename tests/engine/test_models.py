@@ -62,8 +62,9 @@ def rss_mib() -> float:
 
 
 async def test_each_model_makes_its_own_images_and_the_recipe_names_it(two_models, tiny_model_two):
-    """The same seed gives other images on the other model; Result and PNG name the model and its UNet's hash; the
-    models and their defaults are known before the second one is loaded, and jobs of two models never share a call."""
+    """The same seed gives other images on the other model, and so does a zoom (each model's inpainting sibling);
+    Result and PNG name the model and its UNet's hash; the models and their defaults are known before the second one
+    is loaded, and jobs of two models never share a call."""
     assert list(two_models.models) == ["one", "two"] and two_models.defaults.name == "one"
     assert two_models.models["two"].size == SIZE and two_models.loaded_models() == ("one",)
     assert two_models.loras == ("ink", "wide")
@@ -76,6 +77,13 @@ async def test_each_model_makes_its_own_images_and_the_recipe_names_it(two_model
     assert f"Model: two, Model hash: {short_hash(unet)}" in read_parameters(other.images[0])
     with pytest.raises(ValueError, match="batch keys"):
         two_models.submit_batch([(3, imagine("one"), None), (4, imagine("two"), None)])
+
+    # Each model zooms out with its own inpainting sibling: the same zoom of one picture differs per model.
+    zoom = [Request("zoom", "a red fox in snow", width=SIZE, height=SIZE, steps=2, seeds=(1,),
+                    init_image=first.images[0], zoom=2.0, model=model) for model in ("one", "two")]
+    zoomed = [await two_models.submit(f"zoom-{n}", request) for n, request in enumerate(zoom)]
+    assert [result.model for result in zoomed] == ["one", "two"]
+    assert pixels(zoomed[0].images[0]) != pixels(zoomed[1].images[0])
 
 
 async def test_one_loaded_model_alternating_jobs_reload_correctly_and_memory_stays_flat(two_models, tiny_model):
