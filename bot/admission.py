@@ -174,7 +174,8 @@ async def custom_zoom(interaction: discord.Interaction[ImagineBot], job_id: int,
     if aspect is not None and _ratio(edited.aspect) == _ratio(parent.recipe.get("aspect", "1:1")):
         aspect = None  # the --ar it already had: the source's own size
     kind, recipe = outpaint(parent, zoom=edited.zoom, aspect=edited.aspect if aspect else None)
-    typed = {k: v for k, v in edited.to_dict().items() if k in ("prompt", "negative_prompt", "steps", "guidance")}
+    typed = {k: v for k, v in edited.to_dict().items()
+             if k in ("prompt", "negative_prompt", "steps", "guidance", "model", "loras")}
     if "seed" in flags:  # new seeds, as the buttons would, unless the member typed --seed
         typed["seeds"] = list(edited.seeds)
     await submit(interaction, kind, recipe | typed, parent=parent)
@@ -231,7 +232,7 @@ def outpaint(parent: Job, *, zoom: float | None = None, pan: str | None = None,
     The source is the grid cell the upscale came from, at its grid size W×H (which the upscale's recipe keeps).
     Zoom Out: a canvas of W×H, or of the new aspect with about W×H pixels. Pan: the canvas grows by half the
     source's side that way. submit() then scales the canvas down to the channel's max_side if it must."""
-    kept = ("prompt", "negative_prompt", "steps", "guidance", "aspect")
+    kept = ("prompt", "negative_prompt", "steps", "guidance", "aspect", "model", "loras")
     recipe = {k: parent.recipe[k] for k in kept if k in parent.recipe}
     width, height = parent.recipe["width"], parent.recipe["height"]
     if pan in ("left", "right"):

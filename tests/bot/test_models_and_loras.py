@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.tiny import write_tiny_lora, write_tiny_pipeline
-from tests.bot.e2e import GRID_TIMEOUT, has_grid, job_id, picture, recipe
+from tests.bot.e2e import GRID_TIMEOUT, has_grid, has_upscale, job_id, picture, recipe
 
 LORAS = ("grain", "ink", "pixel", "zest")
 
@@ -46,7 +46,7 @@ def options_of(discord, command: str) -> dict[str, dict]:
 async def test_the_model_option_and_flag_route_the_job_a_channel_default_applies_and_buttons_keep_it(discord,
                                                                                                    two_models):
     """The option offers the configured names; --model, the option (which wins) and a channel's default each pick
-    the model the PNG recipe and the embed name; the same seed differs per model; 🔄 keeps the model and LoRA."""
+    the model the PNG recipe and the embed name; the same seed differs per model; 🔄, U1 and Zoom Out keep the model and LoRA."""
     bot = await two_models()
     assert [c["value"] for c in options_of(discord, "imagine")["model"]["choices"]] == ["one", "two"]
     limits_set = {o["name"]: o for o in options_of(discord, "limits")["set"]["options"]}
@@ -77,6 +77,10 @@ async def test_the_model_option_and_flag_route_the_job_a_channel_default_applies
 
     reroll = await (await discord.click(discord.alice, by_flag, "🔄")).wait_for(has_grid, GRID_TIMEOUT)
     assert (recipe(reroll)["Model"], recipe(reroll)["prompt"]) == ("two", "a fox <lora:ink:0.5>")
+    upscale = await (await discord.click(discord.alice, by_flag, "U1")).wait_for(has_upscale, GRID_TIMEOUT)
+    zoomed = await (await discord.click(discord.alice, upscale, "Zoom Out 2x")).wait_for(has_grid, GRID_TIMEOUT)
+    assert (recipe(zoomed)["Model"], recipe(zoomed)["Zoom"], recipe(zoomed)["prompt"]) == (
+        "two", "2", "a fox <lora:ink:0.5>")  # Zoom Out keeps the upscale's model and LoRA too
     listed = await (await discord.slash(discord.alice, "general", "models")).wait_for(lambda m: m.ephemeral)
     assert "`one` — **default**" in listed.content and "`two` — **loaded**" in listed.content
     assert "`grain`, `ink`, `pixel`, `zest`" in listed.content
