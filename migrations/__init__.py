@@ -1,2 +1,3 @@
-"""The numbered SQL migrations; installed as the package `bot.migrations` so that bot/store.py reads them with
-importlib.resources from a wheel too. Plain .sql files only: see bot/store.py for how they are applied."""
+"""The numbered SQL migrations; installed as the package `bot.migrations` so that bot/store/migrations.py reads them
+with importlib.resources from a wheel too. Plain .sql files only: see bot/store/migrations.py for how they are
+applied."""

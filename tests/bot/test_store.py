@@ -771,10 +771,13 @@ async def test_meta_values_persist_across_reopen(tmp_path):
 
 
 async def test_store_imports_neither_discord_nor_torch_nor_engine():
-    """The store module depends on aiosqlite and the errors module only."""
-    source = (Path(__file__).parents[2] / "bot" / "store.py").read_text()
-    for name in ("discord", "torch", "engine"):
-        assert f"import {name}" not in source and f"from {name}" not in source
+    """The store package (every module of bot/store/) depends on aiosqlite and the errors module only."""
+    modules = sorted((Path(__file__).parents[2] / "bot" / "store").glob("*.py"))
+    assert modules
+    for module in modules:
+        source = module.read_text()
+        for name in ("discord", "torch", "engine"):
+            assert f"import {name}" not in source and f"from {name}" not in source, module.name
 
 
 # --- member preferences -----------------------------------------------------------------------------------------
