@@ -65,15 +65,28 @@ async def backend(cluster):
 
 
 def replica_pids() -> list[int]:
-    """The replicas' worker processes, by the title Ray gives them (ray::ServeReplica:<app>:<deployment>)."""
+    """The replicas' worker processes of this module's cluster: by the title Ray gives them
+    (ray::ServeReplica:<app>:<deployment>), among the descendants of this process (ray.init started the cluster's
+    raylet, which starts the workers), so another cluster on the same machine is never counted or killed."""
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             if cmdline.read_bytes().startswith(f"ray::ServeReplica:{APP}:{DEPLOYMENT}".encode()):
-                pids.append(int(cmdline.parent.name))
+                pid = int(cmdline.parent.name)
+                if _descends_from_us(pid):
+                    pids.append(pid)
         except OSError:  # gone meanwhile
             pass
     return pids
+
+
+def _descends_from_us(pid: int) -> bool:
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent's pid, after the (command) field
+    return False
 
 
 def fox(steps: int, seed: int = 1) -> Request:
