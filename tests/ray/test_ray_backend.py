@@ -8,6 +8,7 @@ host would. Ray is shut down at the end of the module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -119,10 +120,20 @@ async def test_an_unreachable_cluster_at_start_up_is_one_line_per_try_backing_of
     assert not ray.is_initialized()
 
 
-async def start_process(env: dict[str, str], log: Path):
+@contextlib.asynccontextmanager
+async def bot_process(env: dict[str, str], log: Path):
+    """`python -m bot` as its own process, as a GPU-less bot host runs it, writing to `log`; killed at the end if
+    it is still running, and the log's tail printed (pytest shows it when the test failed)."""
     with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=REPO, env=os.environ | env,
-                                                    stdout=out, stderr=out)
+        bot = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=REPO, env=os.environ | env,
+                                                   stdout=out, stderr=out)
+    try:
+        yield bot
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+        print(log.read_text(errors="replace")[-5000:])
 
 
 async def logged(log: Path, text: str) -> str:
@@ -133,7 +144,7 @@ async def logged(log: Path, text: str) -> str:
     return lines[0]
 
 
-async def stop_process(bot, log: Path) -> int | None:
+async def stop_process(bot) -> int | None:
     """SIGTERM, as systemd would; the exit status (None if it had to be killed)."""
     if bot.returncode is None:
         bot.terminate()
@@ -153,8 +164,7 @@ async def test_the_bot_starts_on_discord_while_the_cluster_is_down_and_refuses_p
     has ever answered (it doesn't know the model's defaults), and a SIGTERM stops it at once."""
     log = tmp_path / "bot.log"
     env = bot_env | {"IMAGINE_BACKEND": "ray", "RAY_ADDRESS": f"127.0.0.1:{free_port()}", "IMAGINE_RAY_GPUS": "0"}
-    bot = await start_process(env, log)
-    try:
+    async with bot_process(env, log) as bot:
         await discord.wait_for_connection(SLOW)
         ready = await logged(log, "imagine-bot ready")
         assert "ready: waiting for the image workers (no model known yet" in ready, ready
@@ -163,12 +173,7 @@ async def test_the_bot_starts_on_discord_while_the_cluster_is_down_and_refuses_p
         assert "image workers haven't answered since I started" in refusal.content
         assert "nothing was queued" in refusal.content
         assert not [m for m in discord.messages("general") if not m.ephemeral]
-        assert await stop_process(bot, log) == 0
-    finally:
-        if bot.returncode is None:
-            bot.kill()
-            await bot.wait()
-        print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
+        assert await stop_process(bot) == 0
     output = log.read_text(errors="replace")
     assert "Can't reach the Ray cluster at 127.0.0.1:" in output
     assert "Traceback" not in output
@@ -187,16 +192,9 @@ async def test_a_sigterm_stops_a_start_up_stuck_inside_ray_init(discord, bot_env
     log = tmp_path / "bot.log"
     env = bot_env | {"IMAGINE_BACKEND": "ray", "IMAGINE_RAY_GPUS": "0",
                      "RAY_ADDRESS": f"127.0.0.1:{server.sockets[0].getsockname()[1]}"}
-    bot = await start_process(env, log)
-    try:
+    async with server, bot_process(env, log) as bot:
         await asyncio.wait_for(accepted.wait(), SLOW)
-        assert await stop_process(bot, log) == 0
-    finally:
-        if bot.returncode is None:
-            bot.kill()
-            await bot.wait()
-        server.close()
-        print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
+        assert await stop_process(bot) == 0
     output = log.read_text(errors="replace")
     assert "Traceback" not in output and "SIGTERM handler is not set" not in output
 
@@ -289,8 +287,7 @@ async def test_the_bot_on_ray_survives_its_replicas_being_killed_mid_job_and_ser
     log = tmp_path / "bot.log"
     env = bot_env | {"IMAGINE_BACKEND": "ray", "RAY_ADDRESS": cluster["address"],
                      "IMAGINE_RAY_REPLICAS": str(REPLICAS), "IMAGINE_RAY_GPUS": "0"}
-    bot = await start_process(env, log)
-    try:
+    async with bot_process(env, log) as bot:
         await discord.wait_for_connection(SLOW)
         await logged(log, "Ray backend ready")  # a first run takes prompts once a replica has answered
         run = await discord.slash(discord.alice, "general", "imagine", prompt="a lighthouse --steps 150")
@@ -311,27 +308,22 @@ async def test_the_bot_on_ray_survives_its_replicas_being_killed_mid_job_and_ser
         assert picture(await click.wait_for(has_upscale, SLOW)).size == (128, 128)
 
         # A polite stop, as systemd would: the Ray client disconnects, the replicas stay up.
-        assert await stop_process(bot, log) == 0
+        assert await stop_process(bot) == 0
 
-        # Started again while the cluster can't be reached: the defaults its replicas gave last time are
-        # remembered, so bob's prompt is taken and waits, his message saying why; nothing runs meanwhile.
-        bot = await start_process(env | {"RAY_ADDRESS": f"127.0.0.1:{free_port()}"}, log)
+    # Started again while the cluster can't be reached: the defaults its replicas gave last time are remembered, so
+    # bob's prompt is taken and waits, his message saying why; nothing runs meanwhile.
+    async with bot_process(env | {"RAY_ADDRESS": f"127.0.0.1:{free_port()}"}, log) as bot:
         await discord.wait_for_connection(SLOW, identifies=2)
         assert "(last seen: model " in await logged(log, "ready: waiting for the image workers")
         waiting = await discord.slash(discord.bob, "general", "imagine", prompt="a harbour at dusk")
         queued = await waiting.wait_for(lambda m: "can't be reached" in m.content, SLOW)
         assert "your job keeps its place" in queued.content and not queued.ephemeral
-        assert await stop_process(bot, log) == 0
+        assert await stop_process(bot) == 0
 
-        # The cluster back: bob's job runs and he gets his grid; nothing was lost.
-        bot = await start_process(env, log)
+    # The cluster back: bob's job runs and he gets his grid; nothing was lost.
+    async with bot_process(env, log) as bot:
         assert picture(await waiting.wait_for(has_grid, SLOW)).size == (128, 128)
-        assert await stop_process(bot, log) == 0
-    finally:
-        if bot.returncode is None:
-            bot.kill()
-            await bot.wait()
-        print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
+        assert await stop_process(bot) == 0
 
 
 async def test_the_application_gone_while_the_bot_runs_keeps_jobs_queued_until_it_is_back(cluster, discord, bot_env,
@@ -343,8 +335,7 @@ async def test_the_application_gone_while_the_bot_runs_keeps_jobs_queued_until_i
     log = tmp_path / "bot.log"
     env = bot_env | {"IMAGINE_BACKEND": "ray", "RAY_ADDRESS": cluster["address"],
                      "IMAGINE_RAY_REPLICAS": str(REPLICAS), "IMAGINE_RAY_GPUS": "0"}
-    bot = await start_process(env, log)
-    try:
+    async with bot_process(env, log) as bot:
         await discord.wait_for_connection(SLOW)
         await logged(log, "Ray backend ready")
         await asyncio.to_thread(serve.delete, APP)
@@ -358,9 +349,4 @@ async def test_the_application_gone_while_the_bot_runs_keeps_jobs_queued_until_i
                                                        shutdown_timeout=30), name=APP, route_prefix=None)
         assert picture(await run.wait_for(has_grid, SLOW)).size == (128, 128)
         assert "is back: 2 replica(s)" in await logged(log, "The Ray cluster at")
-        assert await stop_process(bot, log) == 0
-    finally:
-        if bot.returncode is None:
-            bot.kill()
-            await bot.wait()
-        print(log.read_text(errors="replace")[-5000:])  # shown by pytest when the test failed
+        assert await stop_process(bot) == 0
