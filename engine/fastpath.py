@@ -37,6 +37,7 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline
 
 from engine.jobs import size_for_aspect
+from engine.loading import from_pretrained
 from engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -220,13 +221,8 @@ def prepare(settings: EngineSettings, t2i: DiffusionPipeline, i2i: DiffusionPipe
 
 def _replace_vae(name: str, t2i: DiffusionPipeline, i2i: DiffusionPipeline, device: str, dtype: torch.dtype,
                  offload: bool) -> None:
-    try:
-        vae = AutoencoderKL.from_pretrained(name, dtype=dtype)
-    except (OSError, ValueError, EnvironmentError) as e:
-        raise RuntimeError(
-            f"could not load IMAGINE_VAE_MODEL={name!r}: it must be a Hugging Face hub id or a local folder of a "
-            f"diffusers AutoencoderKL ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        ) from e
+    vae = from_pretrained(AutoencoderKL, name, setting=f"IMAGINE_VAE_MODEL={name!r}",
+                          kind="of a diffusers AutoencoderKL", dtype=dtype)
     old = t2i.vae
     for key in ("latent_channels", "scaling_factor"):
         ours, theirs = getattr(old.config, key, None), getattr(vae.config, key, None)

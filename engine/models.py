@@ -36,6 +36,7 @@ from diffusers import (AutoPipelineForImage2Image, AutoPipelineForInpainting, Au
 
 from engine import fastpath, preview
 from engine.jobs import JobFailed, ModelDefaults
+from engine.loading import from_pretrained, not_loadable
 from engine.settings import LORA_SUFFIX, EngineSettings
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,7 @@ def read_defaults(name: str, source: str, settings: EngineSettings) -> tuple[Mod
     try:
         index = _config(source, None, "model_index.json")
     except Exception as e:  # noqa: BLE001 - any failure here is "not a model we can read"
-        raise RuntimeError(
-            f"could not load {setting_of(name, source, settings)}: it must be a Hugging Face hub id or a local folder "
-            f"with a "
-            f"diffusers model_index.json ({type(e).__name__}: {_first_line(e)})"
-        ) from e
+        raise not_loadable(setting_of(name, source, settings), "with a diffusers model_index.json", e) from e
     pipeline_class = str(index.get("_class_name", ""))
     denoiser = next((part for part in ("unet", "transformer") if part in index), None)
     sample_size = _optional_config(source, denoiser, "config.json").get("sample_size") if denoiser else None
@@ -191,14 +188,8 @@ class LoadedModel:
         """Load a model's weights onto the device, as Runner.load did for the one model before."""
         # 1. The text-to-image pipeline, from a hub id or a local folder.
         started = time.perf_counter()
-        try:
-            t2i = AutoPipelineForText2Image.from_pretrained(source, dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as e:
-            raise RuntimeError(
-                f"could not load {setting_of(name, source, settings)}: it must be a Hugging Face hub id or a local "
-                f"folder with a "
-                f"diffusers model_index.json ({type(e).__name__}: {_first_line(e)})"
-            ) from e
+        t2i = from_pretrained(AutoPipelineForText2Image, source, setting=setting_of(name, source, settings),
+                              kind="with a diffusers model_index.json", dtype=dtype)
 
         # 2. Detach the safety checker: we run it ourselves afterwards, so users get flags, not black squares.
         checker = getattr(t2i, "safety_checker", None)

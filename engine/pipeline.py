@@ -23,6 +23,7 @@ from transformers.utils import logging as transformers_logging
 from engine import fastpath
 from engine.batching import ALONE_SCHEDULERS, batch_key
 from engine.jobs import JobCancelled, JobFailed, ModelDefaults, Request, Result
+from engine.loading import from_pretrained
 from engine.models import LoadedModel, Models, free_memory
 from engine.ops.common import Cancelled, Report, output_size
 from engine.ops.imagine import imagine
@@ -319,13 +320,8 @@ class Runner:
 
 def _load_inpaint_model(name: str, dtype: torch.dtype, device: str, offload: bool) -> DiffusionPipeline:
     """IMAGINE_INPAINT_MODEL: a dedicated inpainting pipeline; its own safety checker is detached (ours runs)."""
-    try:
-        inpaint = AutoPipelineForInpainting.from_pretrained(name, dtype=dtype)
-    except (OSError, ValueError, EnvironmentError) as e:
-        raise RuntimeError(
-            f"could not load IMAGINE_INPAINT_MODEL={name!r}: it must be a Hugging Face hub id or a local folder with a "
-            f"diffusers inpainting model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        ) from e
+    inpaint = from_pretrained(AutoPipelineForInpainting, name, setting=f"IMAGINE_INPAINT_MODEL={name!r}",
+                              kind="with a diffusers inpainting model", dtype=dtype)
     if getattr(inpaint, "safety_checker", None) is not None:
         inpaint.register_modules(safety_checker=None)
         if "requires_safety_checker" in inpaint.config:

@@ -21,6 +21,7 @@ from diffusers import AutoencoderTiny, DiffusionPipeline
 from PIL import Image
 
 from engine import images as imgs
+from engine.loading import from_pretrained
 from engine.settings import EngineSettings
 
 PREVIEW_SIDE = 256
@@ -67,14 +68,9 @@ class TinyAutoencoderPreview:
     @classmethod
     def load(cls, name: str, pipe: DiffusionPipeline, device: str, dtype: torch.dtype) -> "TinyAutoencoderPreview":
         """Load IMAGINE_PREVIEW_MODEL; one readable error if it is missing or does not fit the model's latents."""
-        try:
-            model = AutoencoderTiny.from_pretrained(name, dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as e:
-            raise RuntimeError(
-                f"could not load IMAGINE_PREVIEW_MODEL={name!r}: it must be a Hugging Face hub id or a local folder of "
-                "a diffusers AutoencoderTiny, e.g. madebyollin/taesd (SD 1.x/2.x) or madebyollin/taesdxl (SDXL) "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-            ) from e
+        model = from_pretrained(AutoencoderTiny, name, setting=f"IMAGINE_PREVIEW_MODEL={name!r}", dtype=dtype,
+                                kind="of a diffusers AutoencoderTiny, e.g. madebyollin/taesd (SD 1.x/2.x) or "
+                                     "madebyollin/taesdxl (SDXL)")
         wanted = getattr(getattr(pipe, "vae", None), "config", None)
         wanted = getattr(wanted, "latent_channels", model.config.latent_channels)
         if model.config.latent_channels != wanted:
