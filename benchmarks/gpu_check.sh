@@ -8,7 +8,8 @@
 # engine-overhead benchmark (engine/raw ratio, event-loop lag), cross-user batching (images/s and peak
 # memory at 1, 2 and 4 jobs per call), and the fast path (benchmarks/fastpath.py): a grid of 4 at 512x512
 # and 25 steps eager vs IMAGINE_COMPILE (and with channels_last), peak GPU memory, and the grid time over
-# the FLOP bound (UNet FLOPs / measured matmul peak; goal on an H100/H200: <= 3). Those figures mean
+# the FLOP bound (UNet FLOPs / measured matmul peak; goal on an H100/H200: <= 3), and model switching with and
+# without the loaded-model preference (benchmarks/model_switch.py). Those figures mean
 # something with an SD 1.5-class IMAGINE_MODEL; with the tiny model they only show that the script runs.
 # Run from the repository root.
 set -euo pipefail
@@ -95,3 +96,11 @@ else
     FASTPATH_ARGS=(--size 512 --steps 25 --rounds "${ROUNDS:-5}")
 fi
 "$PYTHON" benchmarks/fastpath.py --model "$IMAGINE_MODEL" --device "$GPU_CHECK_DEVICE" "${FASTPATH_ARGS[@]}"
+
+# Several models: queued jobs alternating between two models, one loaded at a time, with and without the
+# loaded-model preference (benchmarks/model_switch.py). Tiny models unless IMAGINE_MODELS names two real ones.
+MODEL_SWITCH_ARGS=(--device "$GPU_CHECK_DEVICE" --rounds "${ROUNDS:-3}")
+if [[ -n "${IMAGINE_MODELS:-}" ]]; then
+    MODEL_SWITCH_ARGS+=(--models "$IMAGINE_MODELS" --size 512 --steps 20)
+fi
+"$PYTHON" benchmarks/model_switch.py "${MODEL_SWITCH_ARGS[@]}"
