@@ -8,6 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import render
 from bot.checks import is_moderator
 from bot.errors import UserError
 from bot.replies import NO_PINGS
@@ -22,7 +23,8 @@ def describe(job: Job, position: int) -> str:
     if len(prompt) > 60:
         prompt = prompt[:59] + "…"
     where = "running now" if job.status == "running" else f"#{position} in the queue"
-    return f"**#{job.id}** {job.kind} · {discord.utils.escape_markdown(prompt)} · {where} · <t:{int(job.created_at)}:R>"
+    return (f"**#{job.id}** {render.title(job)} · {discord.utils.escape_markdown(prompt)} · {where} · "
+            f"<t:{int(job.created_at)}:R>")
 
 
 async def cancel_job(interaction: discord.Interaction[ImagineBot], job_id: int | None) -> None:

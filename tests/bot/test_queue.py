@@ -24,6 +24,7 @@ async def test_queue_shows_positions_and_cancel_takes_a_queued_job_back(discord,
 
     listing = await (await discord.slash(discord.alice, "general", "queue")).wait_for(lambda m: m.ephemeral)
     assert "an owl" in listing.content and "a heron" in listing.content and "#2 in the queue" in listing.content
+    assert "Imagine · an owl" in listing.content  # each job says what it is, as its message's embed does
 
     cancel = await discord.slash(discord.alice, "general", "cancel")
     assert "Cancelled job" in (await cancel.wait_for(lambda m: m.ephemeral and "Cancelled" in m.content)).content
