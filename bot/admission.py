@@ -299,23 +299,23 @@ REMIX_INPUT = "prompt"
 def remix_modal(action: str, job_id: int, index: int, text: str) -> discord.ui.Modal:
     """The "Remix" modal: the job's prompt with its flags, to edit. Its submission is answered by the Buttons cog
     from the custom_id alone (a restart between opening and submitting loses nothing)."""
-    modal = discord.ui.Modal(title="Remix", custom_id=f"imagine:remix:{action}:{job_id}:{index}", timeout=15 * 60)
-    modal.add_item(discord.ui.Label(
-        text="Prompt",
-        description="Edit the prompt and its flags (--ar --no --steps --guidance --seed --model --lora).",
-        component=discord.ui.TextInput(custom_id=REMIX_INPUT, style=discord.TextStyle.paragraph,
-                                       default=text[:MAX_REMIX_TEXT], max_length=MAX_REMIX_TEXT),
-    ))
-    return modal
+    return _prompt_modal("Remix", f"imagine:remix:{action}:{job_id}:{index}", text,
+                         "Edit the prompt and its flags (--ar --no --steps --guidance --seed --model --lora).")
 
 
 def zoom_modal(job_id: int, text: str) -> discord.ui.Modal:
     """The "Custom Zoom" modal: the upscale's prompt with `--zoom 2`, to edit (the zoom, the prompt, --ar). Answered
     from its custom_id alone, as the Remix modal is."""
-    modal = discord.ui.Modal(title="Custom Zoom", custom_id=f"imagine:zoom:{job_id}", timeout=15 * 60)
+    return _prompt_modal("Custom Zoom", f"imagine:zoom:{job_id}", text,
+                         "--zoom: more than 1, at most 2. A new --ar reshapes the canvas around the picture.")
+
+
+def _prompt_modal(title: str, custom_id: str, text: str, description: str) -> discord.ui.Modal:
+    """A modal of one prompt box (REMIX_INPUT) holding `text`, open for 15 minutes."""
+    modal = discord.ui.Modal(title=title, custom_id=custom_id, timeout=15 * 60)
     modal.add_item(discord.ui.Label(
         text="Prompt",
-        description="--zoom: more than 1, at most 2. A new --ar reshapes the canvas around the picture.",
+        description=description,
         component=discord.ui.TextInput(custom_id=REMIX_INPUT, style=discord.TextStyle.paragraph,
                                        default=text[:MAX_REMIX_TEXT], max_length=MAX_REMIX_TEXT),
     ))

@@ -90,23 +90,25 @@ class Images(StoreBase):
         kept, or the bot stopped in between) goes once it is PROMPT_GRACE seconds old, so a picture kept a
         moment ago for a job being admitted now stays."""
         now = time.time() if now is None else now
+        keys = [key for key in dict.fromkeys(keys) if re.fullmatch(r"[0-9a-f]{64}", key)]
+        if not keys:
+            return 0
+        # One pass over the jobs for every key (the pictures a prune looks at may be many).
+        rows = await self._read(
+            """
+            SELECT json_extract(recipe, '$.image_prompt') AS key,
+                   MAX(status IN ('queued', 'running') OR (status = 'done' AND images_pruned = 0)) AS needed
+              FROM jobs WHERE json_extract(recipe, '$.image_prompt') IS NOT NULL
+             GROUP BY key
+            """
+        )
+        needed = {row["key"]: bool(row["needed"]) for row in rows}  # every key some job names
         removed = 0
-        for key in dict.fromkeys(keys):
-            if not re.fullmatch(r"[0-9a-f]{64}", key):
-                continue
-            row = await self._read_one(
-                """
-                SELECT COUNT(*) AS named,
-                       COALESCE(SUM(status IN ('queued', 'running') OR (status = 'done' AND images_pruned = 0)), 0)
-                         AS needed
-                  FROM jobs WHERE json_extract(recipe, '$.image_prompt') = ?
-                """,
-                (key,),
-            )
+        for key in keys:
             path = self.images_dir / "prompts" / f"{key}.png"
-            if row["needed"]:
+            if needed.get(key):
                 continue
-            if not row["named"]:
+            if key not in needed:
                 try:
                     if now - path.stat().st_mtime < PROMPT_GRACE:
                         continue

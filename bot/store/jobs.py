@@ -134,17 +134,15 @@ class Jobs(StoreBase):
         """Queue a job unless the user is over the channel's limits (RateLimited, TooManyQueued, UserError)."""
         if kind not in JOB_KINDS:
             raise ValueError(f"job kind must be one of {JOB_KINDS}, got {kind!r}")
-        if not limits.enabled or limits.jobs_per_hour < 1:
-            raise UserError("Image generation is turned off in this channel.")
         now = time.time() if now is None else now
+        # 1. The check alone, as one read outside any transaction (no lock, one hop). A refusal from this snapshot,
+        #    exact retry_at included, is the decision the request would have got arriving at that moment.
+        await self.check_admission(user_id, channel_id, limits, now)
         job = {"kind": kind, "user": user_id, "guild": guild_id, "channel": channel_id, "recipe": json.dumps(recipe),
                "parent": parent_id, "now": now, "token": interaction_token, "expires": token_expires_at,
                "since": now - WINDOW_S, "per_hour": limits.jobs_per_hour, "max_queued": limits.max_queued}
         counts = {key: job[key] for key in ("user", "channel", "since")} | {"skip": limits.jobs_per_hour - 1}
 
-        # 1. The check alone, as one read outside any transaction (no lock, one hop). A refusal from this snapshot,
-        #    exact retry_at included, is the decision the request would have got arriving at that moment.
-        _raise_if_refused(await self._read_one(_ADMISSION_COUNTS, counts), limits)
         # 2. Check and insert again as one statement (atomic: it holds the write lock from its start to its end).
         try:
             row = await self._write_statement(_ADMIT, job)
